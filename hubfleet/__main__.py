@@ -1,0 +1,3 @@
+from hubfleet.cli import main
+
+main()

@@ -1,0 +1,82 @@
+"""The provider interface. Everything outside hubfleet/providers/ talks to this, never to a backend."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, ClassVar
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One host the plan asks for."""
+
+    role: str  # "hub" (hub + proxy, Swarm manager) or "worker"
+    flavor: str
+    vcpus: float
+    ram_bytes: int
+    disk_bytes: int
+
+
+@dataclass(frozen=True)
+class Host:
+    """One provisioned host, as Ansible and the health check reach it."""
+
+    name: str  # inventory hostname, e.g. "workshop-hub"
+    role: str  # "hub" or "worker"
+    address: str  # what Ansible connects to (127.0.0.1 for Docker hosts)
+    ssh_port: int
+    ssh_user: str = "root"
+    private_address: str = ""  # what the other hosts of the course reach it at
+    http_port: int | None = None  # where the proxy's port 80 answers from this machine
+    https_port: int | None = None  # where the proxy's port 443 answers from this machine
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Host":
+        return cls(**data)
+
+
+class Provider(ABC):
+    """Where a course's hosts come from. One subclass per backend, in its own module."""
+
+    name: ClassVar[str]
+
+    def __init__(self, course_name: str, workdir: Path, progress: Progress | None = None):
+        self.course_name = course_name
+        self.workdir = Path(workdir)  # the course's private state directory (keys, tfstate...)
+        self.progress: Progress = progress or (lambda message: None)
+
+    @abstractmethod
+    def ensure_hosts(self, specs: list[HostSpec], ssh_public_key: str) -> list[Host]:
+        """Create what is missing so that one host per spec runs and answers SSH; idempotent."""
+
+    @abstractmethod
+    def hosts(self) -> list[Host]:
+        """The course's hosts as they are now (empty when none exist)."""
+
+    @abstractmethod
+    def ensure_image(self, image: str) -> None:
+        """Make the notebook image present on every host before the first student arrives."""
+
+    @abstractmethod
+    def destroy_hosts(self) -> None:
+        """Remove every resource of the course; idempotent, resumable after an interruption."""
+
+    @abstractmethod
+    def leftovers(self) -> list[str]:
+        """Anything still labelled/tagged with the course (should be empty after destroy)."""
+
+    def inventory_vars(self) -> dict:
+        """Extra Ansible variables every host of this backend needs."""
+        return {}
+
+    def check(self, specs: list[HostSpec]) -> list[str]:
+        """Pre-flight: reasons the plan cannot be provisioned (empty when it can)."""
+        return []
