@@ -55,12 +55,11 @@ def parse_quantity(value: Any) -> int:
 
 
 def format_bytes(size: int) -> str:
+    """Bytes in the largest binary unit that keeps the number at least 1 (512Mi, 1.5Gi)."""
     for unit in ("Ti", "Gi", "Mi", "Ki"):
-        if size >= UNITS[unit] and size % UNITS[unit] == 0:
-            return f"{size // UNITS[unit]}{unit}"
-    for unit in ("Ti", "Gi", "Mi"):
         if size >= UNITS[unit]:
-            return f"{size / UNITS[unit]:.1f}{unit}"
+            value = size / UNITS[unit]
+            return f"{value:.0f}{unit}" if size % UNITS[unit] == 0 else f"{value:.1f}{unit}"
     return f"{size}B"
 
 

@@ -1,0 +1,86 @@
+"""The `hubfleet` command: one root group; each verb is one short module that parses, calls domain code, reports."""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+import click
+
+from hubfleet import __version__
+from hubfleet.app import Application, debug_enabled
+from hubfleet.errors import HubfleetError
+
+
+class HubfleetGroup(click.Group):
+    """Turns typed domain errors into one message on stderr and the error's exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except HubfleetError as exc:
+            app = ctx.obj if isinstance(ctx.obj, Application) else Application(None)
+            if debug_enabled():
+                traceback.print_exc()
+            app.abort(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted: nothing more was changed; run the same command again to finish", err=True)
+            ctx.exit(130)
+
+    def list_commands(self, ctx):
+        return list(self.commands)  # keep the order they were added: the order of a course's life
+
+
+@click.group(cls=HubfleetGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), envvar="HUBFLEET_STATE_DIR",
+              show_envvar=True, help="Where hubfleet keeps its state, secrets and archives "
+              "(default: ~/.local/share/hubfleet).")
+@click.option("--database-url", envvar="HUBFLEET_DATABASE_URL", show_envvar=True, metavar="URL",
+              help="State database (default: SQLite in the state dir), e.g. postgresql://user@host/hubfleet.")
+@click.option("-v", "--verbose", count=True, help="Show more detail (Ansible task output with -vv).")
+@click.version_option(__version__, prog_name="hubfleet")
+@click.pass_context
+def cli(ctx: click.Context, state_dir: Path | None, database_url: str | None, verbose: int) -> None:
+    """One JupyterHub per course, from a short course descriptor.
+
+    \b
+    A course's life:
+      hubfleet validate examples/workshop.yaml   check the descriptor
+      hubfleet plan examples/workshop.yaml       hosts, limits and cost it needs
+      hubfleet create examples/workshop.yaml     hosts + JupyterHub, prints the URL
+      hubfleet status workshop                   is it usable right now?
+      hubfleet credentials workshop              admin and student passwords
+      hubfleet destroy workshop                  archive the students' work, then remove all
+
+    Errors exit non-zero: 2 bad input, 3 unknown course, 4 course busy, 5 provisioning
+    failed, 6 archive failed. Set HUBFLEET_DEBUG=1 to see tracebacks.
+    """
+    ctx.obj = Application(state_dir, verbose, database_url)
+
+
+def _register() -> None:
+    from hubfleet.cli import credentials, list_, plan, status, validate
+
+    for module in (validate, plan):
+        cli.add_command(module.command)
+    for name in ("create", "scale", "destroy"):
+        try:
+            module = __import__(f"hubfleet.cli.{name}", fromlist=["command"])
+        except ModuleNotFoundError:
+            continue
+        cli.add_command(module.command)
+    for module in (list_, status, credentials):
+        cli.add_command(module.command)
+    for name in ("lti_config", "images", "portal"):
+        try:
+            module = __import__(f"hubfleet.cli.{name}", fromlist=["command"])
+        except ModuleNotFoundError:
+            continue
+        cli.add_command(module.command)
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="hubfleet")

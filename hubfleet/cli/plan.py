@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from hubfleet.app import Application
+from hubfleet.descriptor import format_bytes, load_course
+from hubfleet.sizing import Plan, load_catalogue, plan_course
+
+
+@click.command("plan")
+@click.argument("descriptor", type=click.Path(path_type=Path))
+@click.option("--flavors", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="A flavor catalogue YAML to plan against instead of the packaged one.")
+@click.option("--hosts", type=click.IntRange(1, 64), help="Force this many hosts (e.g. to plan a Swarm).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON on stdout.")
+@click.pass_obj
+def command(app: Application, descriptor: Path, flavors: Path | None, hosts: int | None, as_json: bool) -> None:
+    """Size a course: hosts and flavors, per-user limits, spawn limit, disk, cost per day.
+
+    \b
+    Examples:
+      hubfleet plan examples/mooc-queues.yaml
+      hubfleet plan examples/workshop.yaml --json
+      hubfleet plan course.yaml --flavors site-flavors.yaml --hosts 2
+
+    Memory = concurrent users x memory per user + 0.5 GiB for hub and proxy, plus 30% headroom;
+    CPU = concurrent x CPU per user x 1.2 + 0.25; disk = students x disk per user + 10 GiB a host.
+    """
+    course = load_course(descriptor)
+    plan = plan_course(course, load_catalogue(course.provider, flavors), hosts_override=hosts)
+    if as_json:
+        app.print_json(plan.to_dict())
+        return
+    render_plan(app, plan)
+
+
+def render_plan(app: Application, plan: Plan) -> None:
+    table = Table(title=f"plan for {plan.course} ({plan.provider})", show_header=True, title_justify="left")
+    for col in ("host", "role", "flavor", "vCPU", "RAM", "disk"):
+        table.add_column(col)
+    for i, h in enumerate(plan.hosts):
+        name = f"{plan.course}-hub" if h.role == "hub" else f"{plan.course}-worker-{i}"
+        table.add_row(name, h.role, h.flavor, f"{h.vcpus:g}", format_bytes(h.ram_bytes), format_bytes(h.disk_bytes))
+    app.out.print(table)
+    cost = "no prices in the catalogue" if plan.cost_per_day is None else f"{plan.cost_per_day:.2f} {plan.currency}/day"
+    lines = [
+        f"students {plan.students}, at once {plan.concurrent_users}",
+        f"needs: memory {format_bytes(plan.memory_needed)}, CPU {plan.cpu_needed:.2f}, disk {format_bytes(plan.disk_needed)}",
+        f"per student: memory {format_bytes(plan.mem_limit)}, CPU {plan.cpu_limit:g}, disk {format_bytes(plan.disk_per_user)}",
+        f"servers at once (capacity) {plan.active_server_limit}, concurrent spawn limit {plan.spawn_limit}",
+        f"estimated cost: {cost}",
+    ]
+    for line in lines + [f"note: {n}" for n in plan.notes]:
+        app.out.print(line, markup=False)

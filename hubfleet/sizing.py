@@ -1,0 +1,208 @@
+"""Sizing: from a course's expected load to hosts, limits and cost. Pure functions over data.
+
+The rules (the usual JupyterHub capacity planning):
+  memory = concurrent users x memory per user + hub/proxy overhead (0.5 GiB), plus headroom
+  CPU    = concurrent users x CPU per user x 1.2 + hub/proxy overhead (0.25 core)
+  disk   = students x disk per user + a base per host (OS, images)
+The flavor that carries the concurrent users on the fewest hosts wins; among those, the cheapest
+(or, without prices, the one with the least memory).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from hubfleet.descriptor import Course, format_bytes, parse_quantity
+from hubfleet.errors import FieldProblem, InvalidInput
+from hubfleet.providers.base import HostSpec
+
+GiB = 1024**3
+HUB_MEMORY = GiB // 2
+HUB_CPU = 0.25
+CPU_FACTOR = 1.2
+DEFAULT_HEADROOM = 0.30
+BASE_DISK = 10 * GiB
+MAX_HOSTS = 64
+
+
+@dataclass(frozen=True)
+class Flavor:
+    name: str
+    vcpus: float
+    ram_bytes: int
+    disk_bytes: int
+    price_per_hour: float | None = None
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    flavors: tuple[Flavor, ...]
+    currency: str = "EUR"
+
+
+@dataclass(frozen=True)
+class Plan:
+    course: str
+    provider: str
+    students: int
+    concurrent_users: int
+    memory_needed: int  # bytes, all hosts, headroom included
+    cpu_needed: float
+    disk_needed: int
+    hosts: tuple[HostSpec, ...]
+    users_per_host: int  # concurrent users one host of the chosen flavor carries
+    mem_limit: int
+    cpu_limit: float
+    disk_per_user: int
+    spawn_limit: int  # JupyterHub's concurrent_spawn_limit
+    active_server_limit: int  # servers the hosts can carry at once
+    cost_per_day: float | None
+    currency: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def flavor(self) -> str:
+        return self.hosts[0].flavor
+
+    def to_dict(self) -> dict:
+        return {
+            "course": self.course,
+            "provider": self.provider,
+            "students": self.students,
+            "concurrent_users": self.concurrent_users,
+            "memory_needed": format_bytes(self.memory_needed),
+            "cpu_needed": round(self.cpu_needed, 2),
+            "disk_needed": format_bytes(self.disk_needed),
+            "hosts": [
+                {"role": h.role, "flavor": h.flavor, "vcpus": h.vcpus, "ram": format_bytes(h.ram_bytes),
+                 "disk": format_bytes(h.disk_bytes)}
+                for h in self.hosts
+            ],
+            "users_per_host": self.users_per_host,
+            "limits": {"memory": format_bytes(self.mem_limit), "cpu": self.cpu_limit,
+                       "disk": format_bytes(self.disk_per_user)},
+            "spawn_limit": self.spawn_limit,
+            "active_server_limit": self.active_server_limit,
+            "cost_per_day": None if self.cost_per_day is None else round(self.cost_per_day, 2),
+            "currency": self.currency,
+            "notes": list(self.notes),
+        }
+
+
+def load_catalogue(provider: str, path: Path | None = None) -> Catalogue:
+    """The flavor catalogue for a provider, from a YAML file (the packaged one by default)."""
+    if path is None:
+        text = resources.files("hubfleet.data").joinpath("flavors.yaml").read_text()
+        source = "flavors.yaml"
+    else:
+        text, source = Path(path).read_text(), str(path)
+    data = yaml.safe_load(text) or {}
+    rows = data.get(provider)
+    if not rows:
+        raise InvalidInput([FieldProblem(provider, f"no flavors listed for provider {provider!r}")], source=source)
+    problems, flavors = [], []
+    for i, row in enumerate(rows):
+        try:
+            flavors.append(Flavor(
+                name=str(row["name"]), vcpus=float(row["vcpus"]), ram_bytes=parse_quantity(row["ram"]),
+                disk_bytes=parse_quantity(row["disk"]),
+                price_per_hour=None if row.get("price_per_hour") is None else float(row["price_per_hour"]),
+            ))
+        except (KeyError, TypeError, ValueError) as exc:
+            problems.append(FieldProblem(f"{provider}[{i}]", f"bad flavor row ({exc}) — each needs name, vcpus, ram, disk"))
+    if problems:
+        raise InvalidInput(problems, source=source)
+    return Catalogue(tuple(flavors), currency=str(data.get("currency", "EUR")))
+
+
+def users_per_host(flavor: Flavor, mem_per_user: int, cpu_per_user: float, *, headroom: float, hub: bool) -> int:
+    """Concurrent users one host of this flavor carries, after headroom and (on the hub host) overhead."""
+    usable_mem = flavor.ram_bytes / (1 + headroom) - (HUB_MEMORY if hub else 0)
+    usable_cpu = flavor.vcpus - (HUB_CPU if hub else 0)
+    by_mem = math.floor(usable_mem / mem_per_user)
+    by_cpu = math.floor(usable_cpu / (cpu_per_user * CPU_FACTOR) + 1e-9)
+    return max(0, min(by_mem, by_cpu))
+
+
+def hosts_needed(flavor: Flavor, concurrent: int, mem_per_user: int, cpu_per_user: float, headroom: float) -> int | None:
+    """Fewest hosts of this flavor that carry `concurrent` users (None if MAX_HOSTS do not)."""
+    first = users_per_host(flavor, mem_per_user, cpu_per_user, headroom=headroom, hub=True)
+    if first >= concurrent:
+        return 1
+    other = users_per_host(flavor, mem_per_user, cpu_per_user, headroom=headroom, hub=False)
+    if other <= 0:
+        return None
+    n = 1 + math.ceil((concurrent - first) / other)
+    return n if n <= MAX_HOSTS else None
+
+
+def spawn_limit_for(total_vcpus: float) -> int:
+    """Spawns are CPU-bound at start-up: about five in flight per core, between 5 and 100."""
+    return int(min(100, max(5, math.ceil(total_vcpus * 5))))
+
+
+def plan_course(course: Course, catalogue: Catalogue, *, headroom: float = DEFAULT_HEADROOM,
+                hosts_override: int | None = None) -> Plan:
+    load = course.load
+    concurrent = max(1, math.ceil(load.students * load.concurrent))
+    mem_user, cpu_user, disk_user = load.memory_bytes, load.cpu_per_user, load.disk_bytes
+    memory_needed = math.ceil((concurrent * mem_user + HUB_MEMORY) * (1 + headroom))
+    cpu_needed = concurrent * cpu_user * CPU_FACTOR + HUB_CPU
+    notes: list[str] = []
+
+    candidates = []
+    for flavor in catalogue.flavors:
+        n = hosts_needed(flavor, concurrent, mem_user, cpu_user, headroom)
+        if n is None:
+            continue
+        if hosts_override is not None:
+            if hosts_override < n:
+                continue
+            n = hosts_override
+        priced = all(f.price_per_hour is not None for f in catalogue.flavors)
+        cost = n * flavor.price_per_hour * 24 if priced else None
+        # Fewest hosts first (each host is work to run), then the cheapest, then the smallest.
+        key = (n, cost if priced else 0, n * flavor.ram_bytes, flavor.vcpus)
+        candidates.append((key, flavor, n, cost))
+    if not candidates:
+        biggest = max(catalogue.flavors, key=lambda f: f.ram_bytes)
+        what = f"{hosts_override} host(s)" if hosts_override else f"{MAX_HOSTS} hosts"
+        raise InvalidInput([FieldProblem(
+            "load",
+            f"{concurrent} concurrent users at {format_bytes(mem_user)} / {cpu_user} CPU each do not fit on "
+            f"{what} of any flavor (largest: {biggest.name}, {format_bytes(biggest.ram_bytes)}, "
+            f"{biggest.vcpus:g} vCPU) — lower load.concurrent, memory_per_user or cpu_per_user",
+        )], source="plan")
+    _, flavor, n, cost = min(candidates, key=lambda c: c[0])
+
+    per_host = users_per_host(flavor, mem_user, cpu_user, headroom=headroom, hub=False)
+    first = users_per_host(flavor, mem_user, cpu_user, headroom=headroom, hub=True)
+    capacity = first + (n - 1) * per_host
+    students_per_host = math.ceil(load.students / n)
+    host_disk = max(flavor.disk_bytes, students_per_host * disk_user + BASE_DISK)
+    if host_disk > flavor.disk_bytes:
+        notes.append(
+            f"{flavor.name}'s {format_bytes(flavor.disk_bytes)} disk is too small for "
+            f"{students_per_host} students x {format_bytes(disk_user)}: each host gets "
+            f"{format_bytes(host_disk)} (a data volume on OpenStack)"
+        )
+    if n > 1:
+        notes.append(f"{n} hosts: the hub host is the Swarm manager, students are spread over all hosts")
+    specs = tuple(
+        HostSpec(role="hub" if i == 0 else "worker", flavor=flavor.name, vcpus=flavor.vcpus,
+                 ram_bytes=flavor.ram_bytes, disk_bytes=host_disk)
+        for i in range(n)
+    )
+    return Plan(
+        course=course.name, provider=course.provider, students=load.students, concurrent_users=concurrent,
+        memory_needed=memory_needed, cpu_needed=cpu_needed,
+        disk_needed=load.students * disk_user + n * BASE_DISK, hosts=specs,
+        users_per_host=per_host if n > 1 else first, mem_limit=mem_user, cpu_limit=cpu_user,
+        disk_per_user=disk_user, spawn_limit=spawn_limit_for(n * flavor.vcpus),
+        active_server_limit=capacity, cost_per_day=cost, currency=catalogue.currency, notes=tuple(notes),
+    )
