@@ -3,27 +3,47 @@ from __future__ import annotations
 import click
 
 from hubfleet.app import Application
+from hubfleet.lifecycle import course_status
 
 
 @click.command("status")
 @click.argument("name")
+@click.option("--no-probe", is_flag=True, help="Only ask the hub API; do not start a probe server.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON on stdout.")
 @click.pass_obj
-def command(app: Application, name: str, as_json: bool) -> None:
-    """Show a course's state: status, hosts, URL.
+def command(app: Application, name: str, no_probe: bool, as_json: bool) -> None:
+    """Is the course usable right now? Live health from the hub itself.
+
+    The hub API must answer, and a probe user starts a server, runs 1+1 in a kernel and stops
+    again (--no-probe skips that). Exits 0 when healthy, 7 when not.
 
     \b
-    Example:
+    Examples:
       hubfleet status workshop
+      hubfleet status workshop --json --no-probe
     """
-    instance = app.store.get(name)
+    with app.status(f"checking {name}"):
+        instance, health, problems = course_status(app.store, name, probe=not no_probe)
+    all_problems = problems + (health.problems if health else [])
+    healthy = health is not None and health.api and not all_problems and (no_probe or health.probe)
     if as_json:
-        app.print_json(instance.to_dict())
-        return
-    click.echo(f"{instance.name}: {instance.status} ({instance.provider})")
-    if instance.outputs.get("url"):
-        click.echo(f"url: {instance.outputs['url']}")
-    for host in instance.hosts:
-        click.echo(f"host {host['name']} ({host['role']}) ssh {host['address']}:{host['ssh_port']}")
-    if instance.error:
-        click.echo(f"last error: {instance.error}")
+        app.print_json({**instance.to_dict(), "health": health.to_dict() if health else None,
+                        "problems": all_problems, "healthy": healthy})
+    else:
+        click.echo(f"{instance.name}: {instance.status} ({instance.provider})")
+        if instance.outputs.get("url"):
+            click.echo(f"url: {instance.outputs['url']}")
+        for host in instance.hosts:
+            click.echo(f"host {host['name']} ({host['role']})")
+        if health:
+            click.echo(f"hub: JupyterHub {health.version}, {health.users} user(s), "
+                       f"{len(health.running)} server(s) running")
+            if health.probe:
+                click.echo(f"probe: started a server and ran code in {health.probe_seconds:.1f} s")
+        archive = instance.outputs.get("archive")
+        if archive:
+            click.echo(f"archive: {archive['path']}")
+        for problem in all_problems:
+            app.warn(problem)
+    if instance.status != "archived" and not healthy:
+        raise SystemExit(7)

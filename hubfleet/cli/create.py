@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hubfleet.app import Application
+from hubfleet.cli.progress import printer
+from hubfleet.descriptor import load_course
+from hubfleet.lifecycle import create_course
+
+
+@click.command("create")
+@click.argument("descriptor", type=click.Path(path_type=Path))
+@click.option("--no-probe", is_flag=True, help="Skip the end-to-end probe (start a server, run code) at the end.")
+@click.option("--json", "as_json", is_flag=True, help="Print the resulting instance as JSON on stdout.")
+@click.pass_obj
+def command(app: Application, descriptor: Path, no_probe: bool, as_json: bool) -> None:
+    """Create a course's hub from its descriptor, or finish / update an existing one.
+
+    Validates, plans, provisions the hosts, configures them with Ansible, checks that a user can
+    run code, and records the course. Running it again converges: nothing changes on a healthy
+    course, and an interrupted run is finished.
+
+    \b
+    Examples:
+      hubfleet create examples/workshop.yaml
+      hubfleet credentials workshop      # the password to log in with
+    """
+    course = load_course(descriptor)
+    result = create_course(app.store, course, progress=printer(app), probe=not no_probe, verbosity=app.verbosity)
+    if as_json:
+        app.print_json({**result.instance.to_dict(), "health": result.health.to_dict(),
+                        "seconds": round(result.seconds, 1), "changed": result.changed})
+        return
+    url = result.instance.outputs["url"]
+    app.success(f"{course.name} is ready in {result.seconds:.0f} s ({result.changed} change(s))")
+    click.echo(f"url: {url}")
+    if course.authenticator.kind == "shared-password":
+        click.echo("log in: any username, with the shared password from "
+                   f"`hubfleet credentials {course.name}`")
+    elif course.authenticator.kind in ("lti11", "lti13"):
+        click.echo(f"students arrive from the LMS: `hubfleet lti-config {course.name}` prints what to enter there")
+    else:
+        click.echo("log in: with the directory's username and password")
+    click.echo(f"admin: user 'admin', password from `hubfleet credentials {course.name}`")

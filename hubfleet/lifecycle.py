@@ -1,0 +1,246 @@
+"""A course's life: create (converging), status (live health), destroy (archive first).
+
+The CLI and the portal both call these; progress goes through a callback and into the state
+store's event log so another process can follow a long step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from hubfleet import ansible
+from hubfleet.archive import ArchiveSummary, join_parts
+from hubfleet.descriptor import Course, parse_course
+from hubfleet.errors import ArchiveError, HubfleetError, ProvisionError
+from hubfleet.health import Health, check
+from hubfleet.providers import Host, Provider, get_provider
+from hubfleet.sizing import Plan, load_catalogue, plan_course
+from hubfleet.state import Instance, StateStore
+
+Progress = Callable[[str, str], None]  # (kind, message)
+
+ADMIN_USER = "admin"
+SECRET_KEYS = ("admin-password", "shared-password", "hub-api-token")
+
+
+@dataclass
+class CreateResult:
+    instance: Instance
+    plan: Plan
+    health: Health
+    seconds: float
+    changed: int
+
+
+def _recorder(store: StateStore, name: str, progress: Progress | None) -> Progress:
+    def record(kind: str, message: str) -> None:
+        if kind in ("step", "failed", "info", "ok"):
+            store.add_event(name, kind, message)
+        if progress:
+            progress(kind, message)
+
+    return record
+
+
+def provider_for(store: StateStore, course_name: str, provider: str, progress: Progress) -> Provider:
+    return get_provider(provider, course_name, store.instance_dir(course_name),
+                        lambda message: progress("info", message))
+
+
+def hub_url(hosts: list[Host], domain: str) -> str:
+    hub = next(h for h in hosts if h.role == "hub")
+    if hub.address in ("127.0.0.1", "localhost") and hub.http_port:
+        return f"http://127.0.0.1:{hub.http_port}"
+    return f"http://{domain}"
+
+
+def role_variables(course: Course, plan: Plan) -> dict:
+    """What the roles need, none of it secret: goes into the generated inventory."""
+    auth = course.authenticator
+    admins = sorted({ADMIN_USER, *getattr(auth, "admin_users", [])})
+    origin = getattr(auth, "lms_origin", None)
+    return {
+        "hub_course": course.name,
+        "hub_title": course.title,
+        "hub_image": course.image,
+        "hub_mem_limit": f"{plan.mem_limit // 2**20}M",
+        "hub_cpu_limit": plan.cpu_limit,
+        "hub_idle_timeout": course.culling.idle_timeout,
+        "hub_max_age": course.culling.max_age,
+        "hub_concurrent_spawn_limit": plan.spawn_limit,
+        "hub_active_server_limit": plan.active_server_limit,
+        "hub_admin_users": admins,
+        "hub_authenticator": auth.kind,
+        "hub_volume_prefix": "hubfleet-user-",
+        "proxy_domain": course.domain,
+        "proxy_frame_ancestors": [origin] if origin else [],
+    }
+
+
+def ensure_secrets(store: StateStore, course: Course) -> dict:
+    """Every secret the roles need, created once and kept across re-runs."""
+    name = course.name
+    secrets = {
+        "hub_service_token": store.ensure_secret(name, "hub-api-token", nbytes=32),
+        "hub_admin_password": store.ensure_secret(name, "admin-password", nbytes=32),
+    }
+    if course.authenticator.kind == "shared-password":
+        password = store.ensure_secret(name, "shared-password", course.authenticator.password, nbytes=12)
+        if len(password) < course.authenticator.min_length:
+            raise HubfleetError(f"authenticator.password: the shared password is {len(password)} characters, "
+                                f"shorter than min_length {course.authenticator.min_length}",
+                                hint="give a longer password or lower authenticator.min_length")
+        secrets["hub_shared_password"] = password
+    return secrets
+
+
+def create_course(store: StateStore, course: Course, *, progress: Progress | None = None,
+                  probe: bool = True, verbosity: int = 0) -> CreateResult:
+    """Descriptor to working hub; safe to run again on a live or half-made course."""
+    started = time.monotonic()
+    plan = plan_course(course, load_catalogue(course.provider))
+    with store.lock(course.name, "create"):
+        existing = store.find(course.name)
+        if existing and existing.status not in ("archived",) and existing.provider != course.provider:
+            raise HubfleetError(f"course {course.name!r} already runs on {existing.provider}",
+                                hint="destroy it first, or keep provider: " + existing.provider)
+        store.upsert(course.name, provider=course.provider, descriptor=course.model_dump(mode="json"))
+        record = _recorder(store, course.name, progress)
+        store.update(course.name, status="provisioning", error=None)
+        try:
+            result = _create(store, course, plan, record, probe, verbosity)
+        except HubfleetError as exc:
+            store.update(course.name, status="failed", error=str(exc))
+            record("failed", str(exc))
+            raise
+        except KeyboardInterrupt:
+            store.update(course.name, status="failed", error="interrupted; run create again to finish")
+            raise
+    return CreateResult(result[0], plan, result[1], time.monotonic() - started, result[2])
+
+
+def _create(store, course, plan, record, probe, verbosity):
+    workdir = store.instance_dir(course.name)
+    provider = provider_for(store, course.name, course.provider, record)
+    problems = provider.check(list(plan.hosts))
+    if problems:
+        raise ProvisionError("pre-flight failed, nothing was created:\n  - " + "\n  - ".join(problems))
+    key_path, public_key = ansible.ensure_ssh_key(workdir / "secrets")
+    secrets = ensure_secrets(store, course)
+
+    record("step", f"hosts: {len(plan.hosts)} x {plan.flavor} on {course.provider}")
+    hosts = provider.ensure_hosts(list(plan.hosts), public_key)
+    store.update(course.name, hosts=[h.to_dict() for h in hosts])
+
+    record("step", f"notebook image {course.image} onto the hosts")
+    provider.ensure_image(course.image)
+
+    store.update(course.name, status="configuring")
+    variables = {**role_variables(course, plan), **provider.inventory_vars()}
+    inventory = ansible.write_inventory(workdir, hosts, variables, key_path)
+    run = ansible.run_playbook("site.yml", workdir=workdir, inventory=inventory, secrets=secrets,
+                               progress=record, verbosity=verbosity)
+    record("ok", f"configured: {run.changed} change(s)")
+
+    url = hub_url(hosts, course.domain)
+    outputs = {"url": url, "admin_user": ADMIN_USER, "flavor": plan.flavor,
+               "configured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    store.update(course.name, outputs=outputs)
+    record("step", "health check: a probe user starts a server and runs code" if probe else "health check: hub API")
+    health = check(url, secrets["hub_service_token"], probe=probe)
+    if not health.ok and (probe or not health.api):
+        raise ProvisionError("the hub was configured but is not usable: " + "; ".join(health.problems),
+                             hint="see `hubfleet status " + course.name + "`, then run create again")
+    instance = store.update(course.name, status="ready", error=None)
+    record("ok", f"ready at {url}")
+    return instance, health, run.changed
+
+
+def course_status(store: StateStore, name: str, *, probe: bool = True) -> tuple[Instance, Health | None, list[str]]:
+    """The recorded state, plus live health and the hosts as the provider sees them now."""
+    instance = store.get(name)
+    if instance.status == "archived":
+        return instance, None, []
+    problems: list[str] = []
+    provider = provider_for(store, name, instance.provider, lambda k, m: None)
+    live = {h.name for h in provider.hosts()}
+    for host in instance.hosts:
+        if host["name"] not in live:
+            problems.append(f"host {host['name']} has disappeared; `hubfleet create` brings it back")
+    token = store.get_secret(name, "hub-api-token")
+    url = instance.outputs.get("url")
+    health = None
+    if url and token and not problems:
+        health = check(url, token, probe=probe)
+    return instance, health, problems
+
+
+def destroy_course(store: StateStore, name: str, *, archive: bool = True,
+                   progress: Progress | None = None, verbosity: int = 0) -> ArchiveSummary | None:
+    """Archive the students' work, verify it, and only then remove every resource of the course."""
+    with store.lock(name, "destroy"):
+        instance = store.get(name)
+        if instance.status == "archived":
+            raise HubfleetError(f"course {name!r} is already archived: {instance.outputs.get('archive', '')}")
+        record = _recorder(store, name, progress)
+        provider = provider_for(store, name, instance.provider, record)
+        summary = None
+        if archive:
+            summary = _archive(store, instance, provider, record, verbosity)
+        store.update(name, status="destroying")
+        record("step", "removing hosts, volumes and networks")
+        provider.destroy_hosts()
+        left = provider.leftovers()
+        if left:
+            raise ProvisionError(f"{len(left)} resource(s) of {name} are still there: {', '.join(left)}",
+                                 hint="run destroy again; the archive is already saved")
+        store.remove_instance_files(name)
+        outputs = {**instance.outputs, "archive": summary.to_dict() if summary else None,
+                   "archived_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        outputs.pop("url", None)
+        store.update(name, status="archived", hosts=[], outputs=outputs)
+        record("ok", "destroyed" + (f"; archive at {summary.path}" if summary else " without an archive"))
+        return summary
+
+
+def _archive(store: StateStore, instance: Instance, provider: Provider, record: Progress,
+             verbosity: int) -> ArchiveSummary:
+    hosts = provider.hosts()
+    recorded = {h["name"] for h in instance.hosts}
+    missing = recorded - {h.name for h in hosts}
+    if missing:
+        raise ArchiveError(f"host(s) {', '.join(sorted(missing))} of {instance.name} have disappeared: their "
+                           "students' work cannot be archived; nothing was removed",
+                           hint=f"`hubfleet create` brings them back, or `hubfleet destroy {instance.name} "
+                           "--no-archive` removes the rest without saving")
+    if not hosts:
+        raise ArchiveError(f"{instance.name} has no hosts to archive; nothing was removed",
+                           hint=f"use `hubfleet destroy {instance.name} --no-archive` if there is nothing to save")
+    workdir = store.instance_dir(instance.name)
+    key = workdir / "secrets" / "id_ed25519"
+    course = parse_course(instance.descriptor, source="recorded descriptor", today=dt.date.min)
+    plan = plan_course(course, load_catalogue(course.provider), hosts_override=len(hosts))
+    variables = {**role_variables(course, plan), **provider.inventory_vars()}
+    fetch_dir = workdir / "archive-parts"
+    fetch_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    inventory = ansible.write_inventory(workdir, hosts, {**variables, "archive_fetch_dir": str(fetch_dir)}, key)
+    record("step", "archiving the students' work on every host")
+    try:
+        ansible.run_playbook("archive.yml", workdir=workdir, inventory=inventory, progress=record,
+                             verbosity=verbosity)
+    except ProvisionError as exc:
+        raise ArchiveError(f"archiving failed, nothing was removed: {exc.message}", hint=exc.hint) from None
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = store.archive_dir() / f"{instance.name}-{stamp}.tar.gz"
+    summary = join_parts({h.name: fetch_dir / f"{h.name}.tar.gz" for h in hosts}, out)
+    record("ok", f"archive verified: {summary.files} files from {summary.volumes} volume(s), {out}")
+    return summary
+
+
+def archive_path(instance: Instance) -> Path | None:
+    archive = instance.outputs.get("archive")
+    return Path(archive["path"]) if archive else None
