@@ -26,7 +26,7 @@ stamp=.venv/.hubfleet-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   log "installing hubfleet and its dependencies into .venv"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e ".[test,openstack]"
+  .venv/bin/pip install -q -e ".[test,openstack,portal]"
   touch "$stamp"
 fi
 log "ready: .venv/bin/hubfleet"
