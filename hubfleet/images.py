@@ -216,11 +216,15 @@ def _stream(
 
 
 @contextlib.contextmanager
-def _build_lock(repo: str) -> Iterator[None]:
+def _build_lock(repo: str, progress: Progress) -> Iterator[None]:
     """One build per image at a time on this machine, across hubfleet processes."""
     path = Path(tempfile.gettempdir()) / f"hubfleet-build-{repo.replace('/', '-')}.lock"
     with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(f"waiting for another hubfleet process that is building {repo}")
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -232,7 +236,7 @@ def _ensure(recipe: Recipe, build: Callable[[Recipe, Progress], None], progress:
     ref = recipe.ref
     if _point_latest(recipe):
         return ref
-    with _build_lock(recipe.repo):
+    with _build_lock(recipe.repo, progress):
         if not _point_latest(recipe):  # another process may have built it meanwhile
             started = time.monotonic()
             progress(f"building {ref} (first time for this content; takes minutes)")
