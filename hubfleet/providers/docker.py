@@ -1,0 +1,370 @@
+"""The Docker provider: each host of a course is a container booting systemd ("a VM") on this machine.
+
+Hosts run the `hubfleet/host` image with their own Docker engine inside (storage on a named volume),
+sit on one network per course and publish SSH, HTTP and HTTPS on 127.0.0.1 only. Everything the
+provider creates carries the labels `hubfleet.managed`, `hubfleet.course` and `hubfleet.role`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+from hubfleet.errors import ProvisionError
+from hubfleet.images import ensure_host_image, ensure_notebook_image, image_id, run_docker
+from hubfleet.providers.base import Host, HostSpec, Provider
+
+NOTEBOOK_REPO_PREFIX = "hubfleet/notebook"
+HUB_ROLE = "hub"
+WORKER_ROLE = "worker"
+MIN_MEMORY_BYTES = 256 * 1024**2  # below this systemd, sshd and dockerd do not all fit
+LABEL_COURSE = "hubfleet.course"
+LABEL_ROLE = "hubfleet.role"
+LABEL_MANAGED = "hubfleet.managed"
+
+# A host is a container that can run systemd and its own Docker engine; --privileged fails here.
+HOST_RUN_FLAGS = [
+    "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
+    "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+    "--tmpfs", "/run", "--tmpfs", "/run/lock",
+    "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    "--restart", "unless-stopped",
+]
+PUBLISHED_PORTS = {"ssh": 22, "http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class PlannedHost:
+    """One host to create: its container name, short name and role, and the spec it comes from."""
+
+    name: str  # container and inventory name, e.g. "workshop-worker-1"
+    short: str  # "hub", "worker-1"
+    role: str
+    spec: HostSpec
+
+
+class DockerProvider(Provider):
+    name = "docker"
+    ready_timeout_s: float = 180.0  # boot to SSH + inner engine is ~10 s; leave room for a busy machine
+
+    # --- naming --------------------------------------------------------------------------
+
+    @property
+    def network_name(self) -> str:
+        return f"hubfleet-{self.course_name}"
+
+    def _labels(self, role: str | None = None) -> list[str]:
+        labels = {LABEL_MANAGED: "true", LABEL_COURSE: self.course_name}
+        if role:
+            labels[LABEL_ROLE] = role
+        return [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+
+    def _course_filter(self) -> list[str]:
+        return ["--filter", f"label={LABEL_COURSE}={self.course_name}"]
+
+    def plan(self, specs: Sequence[HostSpec]) -> list[PlannedHost]:
+        """Container names for the specs: the first (hub) is `<course>-hub`, then `<course>-worker-<n>`."""
+        problems = plan_problems(specs)
+        if problems:
+            raise ProvisionError("cannot create the Docker hosts: " + "; ".join(problems))
+        planned = [PlannedHost(f"{self.course_name}-hub", "hub", HUB_ROLE, specs[0])]
+        for number, spec in enumerate(specs[1:], start=1):
+            short = f"worker-{number}"
+            planned.append(PlannedHost(f"{self.course_name}-{short}", short, WORKER_ROLE, spec))
+        return planned
+
+    # --- the interface -------------------------------------------------------------------
+
+    def check(self, specs: list[HostSpec]) -> list[str]:
+        problems = plan_problems(specs)
+        if run_docker(["info", "--format", "{{.ServerVersion}}"], check=False, timeout=30).returncode != 0:
+            problems.append("the Docker engine does not answer (run scripts/ensure-docker.sh)")
+        return problems
+
+    def ensure_hosts(self, specs: list[HostSpec], ssh_public_key: str) -> list[Host]:
+        planned = self.plan(specs)
+        image = ensure_host_image(self.progress)
+        self._ensure_network()
+        machine = machine_resources()
+        for host in planned:
+            self._ensure_running(host, image, machine, ssh_public_key)
+        self._wait_until_ready([host.name for host in planned])
+        by_name = {host.name: host for host in self.hosts()}
+        return [by_name[host.name] for host in planned]
+
+    def hosts(self) -> list[Host]:
+        names = run_docker(["ps", "-a", *self._course_filter(), "--format", "{{.Names}}"]).stdout.split()
+        if not names:
+            return []
+        details = json.loads(run_docker(["container", "inspect", *names]).stdout)
+        found = [self._host_from_inspect(item) for item in details]
+        return sorted(found, key=lambda host: (host.role != HUB_ROLE, _worker_number(host.name)))
+
+    def ensure_image(self, image: str) -> None:
+        wanted = self._outer_image_id(image)
+        hosts = self.hosts()
+        if not hosts:
+            raise ProvisionError(f"course {self.course_name} has no Docker hosts to put {image} on")
+        for host in hosts:
+            if host.extra.get("state") != "running":
+                raise ProvisionError(
+                    f"host {host.name} is {host.extra.get('state')}, so {image} cannot be copied to it",
+                    hint="run the deployment again: it starts stopped hosts",
+                )
+            self._ensure_image_on(host.name, image, wanted)
+
+    def destroy_hosts(self) -> None:
+        containers = self._labelled("ps", "-aq")
+        if containers:
+            self.progress(f"removing {len(containers)} host container(s) of {self.course_name}")
+            run_docker(["rm", "-f", "-v", *containers], timeout=600)
+        volumes = self._labelled("volume", "ls", "-q")
+        if volumes:
+            self.progress(f"removing {len(volumes)} volume(s) of {self.course_name}")
+            run_docker(["volume", "rm", "-f", *volumes], timeout=600)
+        networks = self._labelled("network", "ls", "-q")
+        if networks:
+            run_docker(["network", "rm", *networks])
+
+    def leftovers(self) -> list[str]:
+        found = [f"container {name}" for name in self._labelled("ps", "-a", "--format", "{{.Names}}")]
+        found += [f"volume {name}" for name in self._labelled("volume", "ls", "--format", "{{.Name}}")]
+        found += [f"network {name}" for name in self._labelled("network", "ls", "--format", "{{.Name}}")]
+        return found
+
+    def inventory_vars(self) -> dict:
+        return {
+            # Host keys are new at each boot and ports are ephemeral: known_hosts would only mislead.
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+            "ansible_python_interpreter": "/usr/bin/python3",
+        }
+
+    # --- hosts ---------------------------------------------------------------------------
+
+    def _labelled(self, *command: str) -> list[str]:
+        return run_docker([*command, *self._course_filter()]).stdout.split()
+
+    def _ensure_network(self) -> None:
+        if run_docker(["network", "inspect", self.network_name], check=False).returncode == 0:
+            return
+        self.progress(f"creating network {self.network_name}")
+        run_docker(["network", "create", *self._labels(), self.network_name])
+
+    def _ensure_running(
+        self, host: PlannedHost, image: str, machine: "MachineResources", public_key: str
+    ) -> None:
+        """Keep a running host, start a stopped one, create a missing one; the key is (re)written each time."""
+        state = container_state(host.name)
+        if state is None:
+            self._create_container(host, image, machine)
+        self._install_public_key(host.name, public_key)  # before the first start: sshd never runs keyless
+        if state is not None and state["Running"]:
+            self._note_stale_image(host.name, image)
+            self.progress(f"{host.name} is already running")
+            return
+        if state is not None:
+            self.progress(f"starting the stopped host {host.name}")
+        run_docker(["start", host.name])
+
+    def _create_container(self, host: PlannedHost, image: str, machine: "MachineResources") -> None:
+        volume = f"{self.course_name}-{host.short}-docker"
+        run_docker(["volume", "create", *self._labels(host.role), volume])
+        memory, cpus = machine.clamp(host.spec)
+        if (memory, cpus) != (host.spec.ram_bytes, float(host.spec.vcpus)):
+            self.progress(f"{host.name}: asked {host.spec.ram_bytes // 1024**2} MiB and {host.spec.vcpus:g} CPU, "
+                          f"this machine allows {memory // 1024**2} MiB and {cpus:g}")
+        self.progress(f"creating host {host.name} ({memory // 1024**2} MiB, {cpus:g} CPU)")
+        ports = [arg for port in PUBLISHED_PORTS.values() for arg in ("-p", f"127.0.0.1::{port}")]
+        run_docker([
+            "create", "--name", host.name, "--hostname", host.name,
+            *self._labels(host.role), *HOST_RUN_FLAGS,
+            "--network", self.network_name,
+            "-v", f"{volume}:/var/lib/docker",
+            "--memory", str(memory), "--cpus", f"{cpus:g}",
+            *ports, image,
+        ])
+
+    def _note_stale_image(self, name: str, image: str) -> None:
+        """Tell (never act) when a kept host runs an older host image."""
+        result = run_docker(["container", "inspect", "--format", "{{.Config.Image}}", name], check=False)
+        current = result.stdout.strip()
+        if result.returncode == 0 and current and current != image:
+            self.progress(f"{name} runs {current}, not {image}; destroy and recreate the hosts to update it")
+
+    def _install_public_key(self, name: str, public_key: str) -> None:
+        """Put the course's public key in root's authorized_keys (root-owned, 0600)."""
+        data = (public_key.strip() + "\n").encode()
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            info = tarfile.TarInfo("authorized_keys")
+            info.size, info.mode, info.uid, info.gid, info.mtime = len(data), 0o600, 0, 0, int(time.time())
+            archive.addfile(info, io.BytesIO(data))
+        run_docker(["cp", "-", f"{name}:/root/.ssh"], input=buffer.getvalue())
+
+    def _wait_until_ready(self, names: list[str]) -> None:
+        """Wait until every host's sshd sends its banner and its inner Docker engine answers."""
+        deadline = time.monotonic() + self.ready_timeout_s
+        started = time.monotonic()
+        pending = {name: "not checked yet" for name in names}
+        while pending:
+            for name in list(pending):
+                reason = self._not_ready_reason(name)
+                if reason is None:
+                    del pending[name]
+                    self.progress(f"{name} answers SSH and runs Docker ({time.monotonic() - started:.0f} s)")
+                else:
+                    pending[name] = reason
+            if pending and time.monotonic() > deadline:
+                name, reason = next(iter(pending.items()))
+                raise ProvisionError(
+                    f"host {name} was not ready within {self.ready_timeout_s:.0f} s: {reason}",
+                    hint=f"look at `docker logs {name}` and `docker exec {name} systemctl --failed`",
+                )
+            if pending:
+                time.sleep(1)
+
+    def _not_ready_reason(self, name: str) -> str | None:
+        state = container_state(name)
+        if state is None:
+            return "the container disappeared"
+        if not state["Running"]:
+            raise ProvisionError(
+                f"host {name} stopped while booting (exit code {state.get('ExitCode')})",
+                hint=f"look at `docker logs {name}`",
+            )
+        port = published_port(name, PUBLISHED_PORTS["ssh"])
+        if port is None or not ssh_banner_answers(port):
+            return "SSH does not answer"
+        if run_docker(["exec", name, "docker", "info", "--format", "{{.ServerVersion}}"],
+                      check=False, timeout=30).returncode != 0:
+            return "its Docker engine does not answer"
+        return None
+
+    def _host_from_inspect(self, item: dict) -> Host:
+        name = item["Name"].lstrip("/")
+        ports = (item.get("NetworkSettings") or {}).get("Ports") or {}
+        networks = (item.get("NetworkSettings") or {}).get("Networks") or {}
+        return Host(
+            name=name,
+            role=item["Config"]["Labels"].get(LABEL_ROLE, WORKER_ROLE),
+            address="127.0.0.1",
+            ssh_port=_port_from(ports, PUBLISHED_PORTS["ssh"]) or 0,  # 0 while the host is stopped
+            private_address=(networks.get(self.network_name) or {}).get("IPAddress", ""),
+            http_port=_port_from(ports, PUBLISHED_PORTS["http"]),
+            https_port=_port_from(ports, PUBLISHED_PORTS["https"]),
+            extra={"container_id": item["Id"], "state": item["State"]["Status"], "image": item["Config"]["Image"]},
+        )
+
+    # --- images on the hosts -------------------------------------------------------------
+
+    def _outer_image_id(self, image: str) -> str:
+        """The image's ID on this machine, building the notebook image when that is what is asked."""
+        found = image_id(image)
+        if found is None and image.split(":")[0] == NOTEBOOK_REPO_PREFIX:
+            ensure_notebook_image(self.progress)
+            found = image_id(image)
+        if found is None:
+            raise ProvisionError(
+                f"image {image} is not on this machine, and hosts cannot pull from a registry here",
+                hint=f"load it with `docker load -i FILE.tar` or build it with `docker build -t {image} DIR`, "
+                "then run again",
+            )
+        return found
+
+    def _ensure_image_on(self, host: str, image: str, wanted: str) -> None:
+        inner = run_docker(["exec", host, "docker", "image", "inspect", "--format", "{{.Id}}", image],
+                           check=False, timeout=60)
+        if inner.returncode == 0 and inner.stdout.strip() == wanted:
+            self.progress(f"{image} is already on {host}")
+            return
+        self.progress(f"copying {image} to {host}")
+        started = time.monotonic()
+        save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
+        load = subprocess.run(["docker", "exec", "-i", host, "docker", "load"], stdin=save.stdout,
+                              capture_output=True, check=False)
+        assert save.stdout is not None
+        save.stdout.close()
+        if save.wait() != 0 or load.returncode != 0:
+            raise ProvisionError(
+                f"copying {image} to {host} failed: {load.stderr.decode(errors='replace').strip()}",
+                hint=f"check the space left on the host's volume: `docker exec {host} df -h /var/lib/docker`",
+            )
+        self.progress(f"copied {image} to {host} in {time.monotonic() - started:.0f} s")
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MachineResources:
+    """What the engine's machine has; a container cannot ask for more CPUs than exist."""
+
+    memory_bytes: int
+    cpus: int
+
+    def clamp(self, spec: HostSpec) -> tuple[int, float]:
+        memory = max(MIN_MEMORY_BYTES, min(spec.ram_bytes, self.memory_bytes))
+        cpus = max(0.1, min(float(spec.vcpus), float(self.cpus)))
+        return memory, round(cpus, 2)
+
+
+def machine_resources() -> MachineResources:
+    info = run_docker(["info", "--format", "{{.MemTotal}} {{.NCPU}}"]).stdout.split()
+    return MachineResources(memory_bytes=int(info[0]), cpus=int(info[1]))
+
+
+def plan_problems(specs: Sequence[HostSpec]) -> list[str]:
+    """Reasons the specs cannot become Docker hosts (empty when they can)."""
+    if not specs:
+        return ["the plan has no hosts"]
+    problems = []
+    if specs[0].role != HUB_ROLE:
+        problems.append(f"the first host must be the hub, not a {specs[0].role}")
+    if any(spec.role != WORKER_ROLE for spec in specs[1:]):
+        problems.append("only the first host may be the hub; the others must be workers")
+    return problems
+
+
+def container_state(name: str) -> dict | None:
+    """The container's State, or None when no container has that name."""
+    result = run_docker(["container", "inspect", "--format", "{{json .State}}", name], check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def published_port(name: str, container_port: int) -> int | None:
+    """The 127.0.0.1 port that `docker port` reports for the container's TCP port."""
+    result = run_docker(["port", name, f"{container_port}/tcp"], check=False)
+    for line in result.stdout.splitlines():
+        address, _, port = line.rpartition(":")
+        if address in ("127.0.0.1", "0.0.0.0") and port.isdigit():
+            return int(port)
+    return None
+
+
+def ssh_banner_answers(port: int, timeout: float = 3.0) -> bool:
+    """True when something on 127.0.0.1:port speaks SSH (docker's proxy accepts before sshd runs)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            return conn.recv(64).startswith(b"SSH-2.0")
+    except OSError:
+        return False
+
+
+def _port_from(ports: dict, container_port: int) -> int | None:
+    bindings = ports.get(f"{container_port}/tcp") or []
+    for binding in bindings:
+        if binding.get("HostPort", "").isdigit():
+            return int(binding["HostPort"])
+    return None
+
+
+def _worker_number(name: str) -> int:
+    tail = name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
