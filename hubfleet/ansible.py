@@ -7,8 +7,10 @@ is `no_log`.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -17,6 +19,7 @@ import yaml
 
 from hubfleet.errors import ProvisionError
 from hubfleet.providers.base import Host
+from hubfleet.state import write_private
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAYBOOKS = ROOT / "playbooks"
@@ -95,15 +98,20 @@ def run_playbook(playbook: str, *, workdir: Path, inventory: Path, secrets: dict
                 progress("changed", f"{data.get('task')} [{data.get('host')}]")
             if "ansible_stats" in res:
                 result.facts.setdefault(data.get("host"), {}).update(res["ansible_stats"].get("data", {}))
+        elif kind == "playbook_on_stats":
+            result.changed = sum((data.get("changed") or {}).values())
+            result.ok = sum((data.get("ok") or {}).values())
         elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
             message = _task_failure(event)
             if kind == "runner_on_unreachable":
                 message = f"host {data.get('host')} is unreachable over SSH: " + message.split(": ", 1)[-1]
             failures.append(message)
             progress("failed", message)
-        return False  # do not keep every event in memory
+        return False  # events are not written to disk: they may carry task output
 
     env = {
+        # The venv's ansible-playbook, also when hubfleet is called without activating the venv.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "ANSIBLE_ROLES_PATH": str(ROLES),
         "ANSIBLE_HOST_KEY_CHECKING": "False",
         "ANSIBLE_PIPELINING": "True",
@@ -114,19 +122,22 @@ def run_playbook(playbook: str, *, workdir: Path, inventory: Path, secrets: dict
         "ANSIBLE_DISPLAY_ARGS_TO_STDOUT": "False",
         "ANSIBLE_NOCOLOR": "1",
     }
+    # Secrets reach Ansible as a private file (-e @file): never on a command line, never in artifacts.
+    secrets_file = private / "secrets.json"
+    write_private(secrets_file, json.dumps(secrets or {}))
     try:
         runner = ansible_runner.run(
             private_data_dir=str(private), project_dir=str(PLAYBOOKS), playbook=playbook,
-            inventory=str(inventory), extravars=secrets or {}, envvars=env, limit=limit, tags=tags,
+            inventory=str(inventory), cmdline=f"-e @{secrets_file}", envvars=env, limit=limit, tags=tags,
             quiet=verbosity < 2, event_handler=on_event, rotate_artifacts=5, verbosity=max(0, verbosity - 1),
             suppress_env_files=True,
         )
     finally:
-        # The runner writes extravars to disk; secrets must not outlive the run.
+        secrets_file.unlink(missing_ok=True)
         shutil.rmtree(private / "env", ignore_errors=True)
-    stats = runner.stats or {}
-    result.changed = sum((stats.get("changed") or {}).values())
-    result.ok = sum((stats.get("ok") or {}).values())
+        # ansible-runner records the whole process environment, which may hold env: secret sources.
+        for recorded in (private / "artifacts").glob("*/command"):
+            recorded.unlink(missing_ok=True)
     if runner.rc != 0 or runner.status != "successful":
         reason = failures[0] if failures else f"ansible-runner ended {runner.status} (rc {runner.rc})"
         raise ProvisionError(f"{playbook}: {reason}",
@@ -138,8 +149,6 @@ def ensure_ssh_key(directory: Path) -> tuple[Path, str]:
     """The course's own SSH key (ed25519), created once; returns (private key path, public key)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from hubfleet.state import write_private
 
     private = directory / "id_ed25519"
     public = directory / "id_ed25519.pub"
