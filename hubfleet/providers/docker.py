@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tarfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -23,6 +24,8 @@ from hubfleet.providers.base import Host, HostSpec, Provider
 NOTEBOOK_REPO_PREFIX = "hubfleet/notebook"
 HUB_ROLE = "hub"
 WORKER_ROLE = "worker"
+MAX_PARALLEL_TRANSFERS = 4
+PUBLIC_KEY_TYPES = ("ssh-", "ecdsa-", "sk-")
 MIN_MEMORY_BYTES = 256 * 1024**2  # below this systemd, sshd and dockerd do not all fit
 LABEL_COURSE = "hubfleet.course"
 LABEL_ROLE = "hubfleet.role"
@@ -89,6 +92,7 @@ class DockerProvider(Provider):
 
     def ensure_hosts(self, specs: list[HostSpec], ssh_public_key: str) -> list[Host]:
         planned = self.plan(specs)
+        check_public_key(ssh_public_key)
         image = ensure_host_image(self.progress)
         self._ensure_network()
         machine = machine_resources()
@@ -117,7 +121,9 @@ class DockerProvider(Provider):
                     f"host {host.name} is {host.extra.get('state')}, so {image} cannot be copied to it",
                     hint="run the deployment again: it starts stopped hosts",
                 )
-            self._ensure_image_on(host.name, image, wanted)
+        # Hosts load in parallel so that a course's workers do not queue behind each other.
+        with ThreadPoolExecutor(max_workers=min(len(hosts), MAX_PARALLEL_TRANSFERS)) as pool:
+            list(pool.map(lambda host: self._ensure_image_on(host.name, image, wanted), hosts))
 
     def destroy_hosts(self) -> None:
         containers = self._labelled("ps", "-aq")
@@ -329,6 +335,16 @@ def plan_problems(specs: Sequence[HostSpec]) -> list[str]:
     if any(spec.role != WORKER_ROLE for spec in specs[1:]):
         problems.append("only the first host may be the hub; the others must be workers")
     return problems
+
+
+def check_public_key(public_key: str) -> None:
+    """Refuse what cannot be an OpenSSH public key line, before any host depends on it."""
+    parts = public_key.strip().split()
+    if len(parts) < 2 or "\n" in public_key.strip() or not parts[0].startswith(PUBLIC_KEY_TYPES):
+        raise ProvisionError(
+            "the course's SSH public key is not an OpenSSH public key line",
+            hint="pass the content of the .pub file (e.g. `ssh-ed25519 AAAA... comment`), never the private key",
+        )
 
 
 def container_state(name: str) -> dict | None:
