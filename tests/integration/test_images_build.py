@@ -1,0 +1,38 @@
+"""Image builds against the real engine: a cached image answers at once; a failed build says why."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from hubfleet import images
+from hubfleet.errors import ProvisionError
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]  # a first build takes minutes
+
+
+def test_a_built_image_is_returned_from_cache_at_once() -> None:
+    refs = [images.ensure_base_image(print), images.ensure_host_image(print), images.ensure_notebook_image(print)]
+    messages: list[str] = []
+    started = time.monotonic()
+    again = [images.ensure_base_image(messages.append), images.ensure_host_image(messages.append),
+             images.ensure_notebook_image(messages.append)]
+    assert again == refs and time.monotonic() - started < 1.0
+    assert not any("building" in message for message in messages)
+    assert images.image_id("hubfleet/notebook:latest") == images.image_id(refs[2])
+    assert images.image_id("hubfleet/host:latest") == images.image_id(refs[1])
+
+
+def test_a_failed_build_raises_with_the_log_tail(tmp_path: Path) -> None:
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("ARG BASE\nFROM ${BASE}\nRUN echo the-reason-it-broke && exit 3\n")
+    recipe = images.Recipe("hubfleet/test-broken", {"Dockerfile": dockerfile},
+                           {"parent": images.ensure_base_image(print)})
+    messages: list[str] = []
+    with pytest.raises(ProvisionError) as info:
+        images._ensure(recipe, images._build_dockerfile_image, messages.append)
+    assert "the-reason-it-broke" in str(info.value) and "docker build" in str(info.value)
+    assert any("Step 3/" in message for message in messages)  # steps are reported, coarsely
+    assert images.image_id(recipe.ref) is None
