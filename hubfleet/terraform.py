@@ -151,7 +151,7 @@ class TerraformRunner:
         """Addresses of the resources in the course's state (empty when there is none)."""
         if not self.state_path.exists():
             return []
-        _, out = self.run("state", "list", ok_codes=(0, 1))
+        _, out = self.run("state list", ok_codes=(0, 1))
         return [line.strip() for line in out.splitlines() if line.strip()]
 
     def ensure_applied(self, values: dict[str, Any]) -> dict[str, Any]:
