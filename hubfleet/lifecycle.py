@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from hubfleet import ansible
+from hubfleet import ansible, auth, tls
 from hubfleet.archive import ArchiveSummary, join_parts
 from hubfleet.descriptor import Course, parse_course
 from hubfleet.errors import ArchiveError, HubfleetError, ProvisionError
@@ -23,8 +23,7 @@ from hubfleet.state import Instance, StateStore
 
 Progress = Callable[[str, str], None]  # (kind, message)
 
-ADMIN_USER = "admin"
-SECRET_KEYS = ("admin-password", "shared-password", "hub-api-token")
+ADMIN_USER = auth.ADMIN_USER
 
 
 @dataclass
@@ -51,18 +50,8 @@ def provider_for(store: StateStore, course_name: str, provider: str, progress: P
                         lambda message: progress("info", message))
 
 
-def hub_url(hosts: list[Host], domain: str) -> str:
-    hub = next(h for h in hosts if h.role == "hub")
-    if hub.address in ("127.0.0.1", "localhost") and hub.http_port:
-        return f"http://127.0.0.1:{hub.http_port}"
-    return f"http://{domain}"
-
-
-def role_variables(course: Course, plan: Plan) -> dict:
+def role_variables(course: Course, plan: Plan, hosts: list[Host]) -> dict:
     """What the roles need, none of it secret: goes into the generated inventory."""
-    auth = course.authenticator
-    admins = sorted({ADMIN_USER, *getattr(auth, "admin_users", [])})
-    origin = getattr(auth, "lms_origin", None)
     return {
         "hub_course": course.name,
         "hub_title": course.title,
@@ -73,29 +62,20 @@ def role_variables(course: Course, plan: Plan) -> dict:
         "hub_max_age": course.culling.max_age,
         "hub_concurrent_spawn_limit": plan.spawn_limit,
         "hub_active_server_limit": plan.active_server_limit,
-        "hub_admin_users": admins,
-        "hub_authenticator": auth.kind,
         "hub_volume_prefix": "hubfleet-user-",
         "proxy_domain": course.domain,
-        "proxy_frame_ancestors": [origin] if origin else [],
+        **auth.role_variables(course),
+        **tls.role_variables(course, hosts),
     }
 
 
 def ensure_secrets(store: StateStore, course: Course) -> dict:
     """Every secret the roles need, created once and kept across re-runs."""
-    name = course.name
-    secrets = {
-        "hub_service_token": store.ensure_secret(name, "hub-api-token", nbytes=32),
-        "hub_admin_password": store.ensure_secret(name, "admin-password", nbytes=32),
+    return {
+        "hub_service_token": store.ensure_secret(course.name, "hub-api-token", nbytes=32),
+        "hub_admin_password": store.ensure_secret(course.name, "admin-password", nbytes=32),
+        **auth.ensure_secrets(store, course),
     }
-    if course.authenticator.kind == "shared-password":
-        password = store.ensure_secret(name, "shared-password", course.authenticator.password, nbytes=12)
-        if len(password) < course.authenticator.min_length:
-            raise HubfleetError(f"authenticator.password: the shared password is {len(password)} characters, "
-                                f"shorter than min_length {course.authenticator.min_length}",
-                                hint="give a longer password or lower authenticator.min_length")
-        secrets["hub_shared_password"] = password
-    return secrets
 
 
 def create_course(store: StateStore, course: Course, *, progress: Progress | None = None,
@@ -140,13 +120,13 @@ def _create(store, course, plan, record, probe, verbosity):
     provider.ensure_image(course.image)
 
     store.update(course.name, status="configuring")
-    variables = {**role_variables(course, plan), **provider.inventory_vars()}
+    variables = {**role_variables(course, plan, hosts), **provider.inventory_vars()}
     inventory = ansible.write_inventory(workdir, hosts, variables, key_path)
     run = ansible.run_playbook("site.yml", workdir=workdir, inventory=inventory, secrets=secrets,
                                progress=record, verbosity=verbosity)
     record("ok", f"configured: {run.changed} change(s)")
 
-    url = hub_url(hosts, course.domain)
+    url = tls.public_url(course, hosts)
     outputs = {"url": url, "admin_user": ADMIN_USER, "flavor": plan.flavor,
                "configured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     store.update(course.name, outputs=outputs)
@@ -224,7 +204,7 @@ def _archive(store: StateStore, instance: Instance, provider: Provider, record: 
     key = workdir / "secrets" / "id_ed25519"
     course = parse_course(instance.descriptor, source="recorded descriptor", today=dt.date.min)
     plan = plan_course(course, load_catalogue(course.provider), hosts_override=len(hosts))
-    variables = {**role_variables(course, plan), **provider.inventory_vars()}
+    variables = {**role_variables(course, plan, hosts), **provider.inventory_vars()}
     fetch_dir = workdir / "archive-parts"
     fetch_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     inventory = ansible.write_inventory(workdir, hosts, {**variables, "archive_fetch_dir": str(fetch_dir)}, key)

@@ -1,0 +1,33 @@
+"""testinfra: JupyterHub runs under systemd with the course's settings and no secret in its config."""
+
+import json
+
+
+def test_hub_service_runs_and_is_enabled(host):
+    hub = host.service("jupyterhub")
+    assert hub.is_running and hub.is_enabled
+
+
+def test_config_is_private_and_holds_no_secret(host):
+    config = host.file("/etc/jupyterhub/jupyterhub_config.py")
+    assert config.mode == 0o600 and config.user == "root"
+    text = config.content_string
+    assert 'c.DockerSpawner.allowed_images = ["hubfleet/base:latest"]' in text
+    assert 'c.DockerSpawner.mem_limit = "256M"' in text
+    assert "jupyterhub_idle_culler" in text
+    assert "molecule-shared-pw" not in text and "molecule-service-token" not in text
+    assert host.file("/etc/jupyterhub/secrets.env").mode == 0o600
+
+
+def test_hub_api_answers_and_knows_the_service(host):
+    out = host.check_output("curl -sf http://127.0.0.1:8000/hub/api/")
+    assert json.loads(out)["version"].startswith("6.")
+    services = host.check_output(
+        "curl -sf -H 'Authorization: token molecule-service-token-0123456789abcdef' http://127.0.0.1:8000/hub/api/services")
+    assert {"idle-culler", "hubfleet"} <= set(json.loads(services))
+
+
+def test_students_network_and_hub_api_on_its_gateway(host):
+    gateway = host.check_output("docker network inspect hubfleet --format '{{(index .IPAM.Config 0).Gateway}}'")
+    assert host.socket(f"tcp://{gateway}:8081").is_listening
+    assert not host.socket("tcp://0.0.0.0:8081").is_listening
