@@ -89,7 +89,8 @@ def test_root_logs_in_over_ssh_with_the_key_only(hub: Host, ssh_keypair: tuple[P
 
 
 def test_host_boots_cleanly_with_its_own_host_keys(hub: Host, ssh_keypair: tuple[Path, str]) -> None:
-    state = ssh_run(hub.ssh_port, ssh_keypair[0], "systemctl is-system-running; systemctl --failed --no-legend")
+    state = ssh_run(hub.ssh_port, ssh_keypair[0],
+                    "timeout 60 systemctl is-system-running --wait; systemctl --failed --no-legend")
     assert state.stdout.splitlines()[0] == "running", state.stdout
     baked = docker("run", "--rm", "--entrypoint", "sh", "hubfleet/host:latest", "-c", "ls /etc/ssh/ssh_host_* 2>/dev/null")
     assert baked.stdout.strip() == "", "host keys must not be baked into the image"
@@ -100,6 +101,12 @@ def test_hub_environment_is_preinstalled(hub: Host, ssh_keypair: tuple[Path, str
                      "/opt/jupyterhub/venv/bin/jupyterhub --version && configurable-http-proxy --version")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[0].startswith("6.") and result.stdout.split()[1].startswith("4.6.")
+    # What Ansible's SSH sessions see: pip, npm and requests trust the machine's CA bundle.
+    trust = ssh_run(hub.ssh_port, ssh_keypair[0],
+                    "echo $REQUESTS_CA_BUNDLE; /opt/jupyterhub/venv/bin/pip config list; npm config get cafile")
+    lines = trust.stdout.splitlines()
+    assert lines[0] == lines[-1] == "/etc/hubfleet/ca-bundle.crt", trust.stdout + trust.stderr
+    assert "global.cert='/etc/hubfleet/ca-bundle.crt'" in lines, trust.stdout
 
 
 def test_ensure_hosts_again_keeps_the_running_host(
