@@ -1,0 +1,242 @@
+"""The request form: what a teacher types, turned into a course descriptor and checked by `parse_course`.
+
+The descriptor model is the only judge; this module only builds its input from the form and maps
+each FieldProblem's path back to the form field it came from, so the message shows beside it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from hubfleet.descriptor import Course, parse_course
+from hubfleet.errors import FieldProblem, InvalidInput
+from hubfleet.portal.config import PortalConfig
+from hubfleet.portal.models import ImageRow
+from hubfleet.sizing import Plan, load_catalogue, plan_course
+
+FORM_ERROR = ""  # problems with no field of their own are shown above the form
+
+AUTH_CHOICES = {
+    "shared-password": "One shared password (workshops)",
+    "lti11": "edX or Moodle, LTI 1.1",
+    "lti13": "Moodle 4 / Canvas, LTI 1.3",
+    "ldap": "The university's LDAP directory",
+}
+PREFIX = {"shared-password": "shared", "lti11": "lti11", "lti13": "lti13", "ldap": "ldap"}
+LTI11_USERNAME_KEYS = ("user_id", "lis_person_sourcedid", "ext_user_username", "lis_person_contact_email_primary")
+LTI13_USERNAME_KEYS = ("sub", "email", "name", "preferred_username")
+
+TEXT_FIELDS = (
+    "name", "title", "students", "at_once", "start", "end", "image", "auth_kind", "domain", "notes",
+    "admin_users",
+    "lti11_consumer_key", "lti11_username_key", "lti11_lms_origin",
+    "lti13_issuer", "lti13_client_id", "lti13_deployment_ids", "lti13_authorize_url", "lti13_jwks_url",
+    "lti13_username_key", "lti13_lms_origin",
+    "ldap_server_uri", "ldap_bind_dn_template", "ldap_allowed_groups",
+)
+CHECKBOXES = ("ldap_starttls",)
+MAX_FIELD = 4000  # longer than any honest value; keeps the database and pages small
+MAX_NOTES = 2000
+
+
+@dataclass
+class FormResult:
+    values: dict[str, str]
+    errors: dict[str, list[str]] = field(default_factory=dict)
+    course: Course | None = None
+    plan: Plan | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and self.course is not None
+
+    def add(self, name: str, message: str) -> None:
+        self.errors.setdefault(name, []).append(message)
+
+
+def read_form(form: Mapping[str, str]) -> dict[str, str]:
+    """Only the fields the form has, as stripped text (checkboxes as 'on' or '')."""
+    values = {name: str(form.get(name, "")).strip() for name in TEXT_FIELDS}
+    values.update({name: "on" if form.get(name) else "" for name in CHECKBOXES})
+    return values
+
+
+def _lines(text: str) -> list[str]:
+    return [part.strip() for part in re.split(r"[\n,]", text) if part.strip()]
+
+
+def _lines_keep_commas(text: str) -> list[str]:
+    """DNs hold commas: one per line."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _put(target: dict, key: str, value: str | list | None) -> None:
+    """Leave blank fields out, so the model says 'required' rather than 'not a URL'."""
+    if value not in (None, "", []):
+        target[key] = value
+
+
+def share_at_once(at_once: int, students: int) -> float:
+    """at_once/students as a short decimal that sizing turns back into exactly at_once users."""
+    for digits in (2, 3, 4, 5, 6):
+        share = round(at_once / students, digits)
+        if 0 < share <= 1 and math.ceil(students * share) == at_once:
+            return share
+    return at_once / students
+
+
+def authenticator_data(values: dict[str, str]) -> dict | None:
+    kind = values["auth_kind"]
+    auth: dict = {"kind": kind}
+    if kind == "shared-password":
+        auth["password"] = "generate"  # hubfleet creates it; the teacher reads it on the request's page
+        _put(auth, "admin_users", _lines(values["admin_users"]))
+    elif kind == "lti11":
+        auth["secret"] = "generate"
+        _put(auth, "consumer_key", values["lti11_consumer_key"])
+        _put(auth, "username_key", values["lti11_username_key"])
+        _put(auth, "lms_origin", values["lti11_lms_origin"])
+    elif kind == "lti13":
+        for key in ("issuer", "client_id", "authorize_url", "jwks_url", "username_key", "lms_origin"):
+            _put(auth, key, values[f"lti13_{key}"])
+        _put(auth, "deployment_ids", _lines(values["lti13_deployment_ids"]))
+    elif kind == "ldap":
+        _put(auth, "server_uri", values["ldap_server_uri"])
+        auth["starttls"] = values["ldap_starttls"] == "on"
+        _put(auth, "bind_dn_template", _lines_keep_commas(values["ldap_bind_dn_template"]))
+        _put(auth, "allowed_groups", _lines_keep_commas(values["ldap_allowed_groups"]))
+        _put(auth, "admin_users", _lines(values["admin_users"]))
+    else:
+        return None
+    return auth
+
+
+def descriptor_data(values: dict[str, str], config: PortalConfig, image: ImageRow | None,
+                    result: FormResult) -> dict:
+    """The descriptor mapping this form describes; form-only problems go straight into `result`."""
+    data: dict = {"provider": config.provider}
+    _put(data, "name", values["name"])
+    _put(data, "title", values["title"])
+    if image is not None:
+        data["image"] = image.image
+    if config.teachers_choose_domain and values["domain"]:
+        data["domain"] = values["domain"]
+    elif values["name"]:
+        data["domain"] = f"{values['name']}.{config.base_domain}"
+
+    load: dict = {"disk_per_user": config.course_defaults.disk_per_user}
+    if image is not None:
+        load.update(memory_per_user=image.memory_per_user, cpu_per_user=image.cpu_per_user)
+    _put(load, "students", values["students"])
+    students = int(values["students"]) if values["students"].isdigit() else None
+    at_once_text = values["at_once"]
+    if not at_once_text:
+        result.add("at_once", "missing — give how many students work at the same time at the busiest hour")
+    elif not at_once_text.isdigit() or int(at_once_text) < 1:
+        result.add("at_once", f"{at_once_text!r} is not a whole number of students — write e.g. 15")
+    elif students:
+        if int(at_once_text) > students:
+            result.add("at_once", f"{at_once_text} is more than the {students} students expected — "
+                                  f"write at most {students}")
+        else:
+            load["concurrent"] = share_at_once(int(at_once_text), students)
+    data["load"] = load
+
+    dates: dict = {}
+    _put(dates, "start", values["start"])
+    _put(dates, "end", values["end"])
+    data["dates"] = dates
+    data["culling"] = {"idle_timeout": config.course_defaults.idle_timeout}
+    if config.tls is not None:
+        data["tls"] = config.tls.model_dump(mode="json")
+
+    auth = authenticator_data(values)
+    if auth is None:
+        result.add("auth_kind", "choose how students log in")
+    else:
+        data["authenticator"] = auth
+    return data
+
+
+def form_field(path: str, values: dict[str, str], config: PortalConfig) -> str:
+    """The form field a descriptor path came from (FORM_ERROR when none)."""
+    path = re.sub(r"\[\d+\]", "", path)
+    if path in ("name", "title", "image"):
+        return path
+    if path == "domain":
+        return "domain" if config.teachers_choose_domain and values["domain"] else "name"
+    if path == "provider" or path.startswith(("tls", "culling", "load.disk_per_user")):
+        return FORM_ERROR  # from the portal's settings, not from the teacher
+    if path in ("load.memory_per_user", "load.cpu_per_user"):
+        return "image"
+    if path in ("load.concurrent", "load"):
+        return "at_once"
+    if path == "load.students":
+        return "students"
+    if path.startswith("dates"):
+        return "end" if path == "dates.end" else "start"
+    if path == "authenticator.kind" or path == "authenticator":
+        kind = values["auth_kind"]
+        return "ldap_server_uri" if path == "authenticator" and kind == "ldap" else "auth_kind"
+    if path.startswith("authenticator."):
+        key = path.split(".")[1]
+        kind = values["auth_kind"]
+        if key == "admin_users":
+            return "admin_users"
+        candidate = f"{PREFIX.get(kind, '')}_{key}"
+        return candidate if candidate in values else "auth_kind"
+    return FORM_ERROR
+
+
+def validate_request(form: Mapping[str, str], config: PortalConfig, images: list[ImageRow], *,
+                     name_problem=None, today: dt.date | None = None) -> FormResult:
+    """Check a submitted request the way the CLI checks a descriptor, then size it.
+
+    `name_problem(name)` says why a valid name is still not available (another course holds it).
+    """
+    values = read_form(form)
+    result = FormResult(values=values)
+    for key, value in values.items():
+        if len(value) > MAX_FIELD:
+            result.add(key, f"is {len(value)} characters long — keep it under {MAX_FIELD}")
+    if len(values["notes"]) > MAX_NOTES:
+        result.add("notes", f"is {len(values['notes'])} characters long — keep it under {MAX_NOTES}")
+    image = next((i for i in images if i.image == values["image"]), None)
+    if image is None:
+        choices = ", ".join(i.label for i in images) or "none yet — ask an operator to add one"
+        result.add("image", "choose one of the images in the list" + ("" if values["image"] == "" else
+                   " (that one is not offered)") + f": {choices}")
+    data = descriptor_data(values, config, image, result)
+    try:
+        course = parse_course(data, source="request form", today=today)
+    except InvalidInput as exc:
+        for problem in exc.problems:
+            where = form_field(problem.path, values, config)
+            if problem.path == "domain" and where == "name" and "name" in result.errors:
+                continue  # the derived domain is wrong only because the name is
+            result.add(where, problem.message if where else str(problem))
+        return result
+    if result.errors:
+        return result
+    if name_problem is not None:
+        why = name_problem(course.name)
+        if why:
+            result.add("name", why)
+            return result
+    try:
+        plan = plan_course(course, load_catalogue(course.provider))
+    except InvalidInput as exc:
+        for problem in exc.problems:
+            result.add(form_field(problem.path, values, config), _plan_message(problem))
+        return result
+    result.course, result.plan = course, plan
+    return result
+
+
+def _plan_message(problem: FieldProblem) -> str:
+    return problem.message.replace("lower load.concurrent, memory_per_user or cpu_per_user",
+                                   "ask for fewer students at once, or a smaller image")

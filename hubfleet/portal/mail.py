@@ -1,0 +1,112 @@
+"""Notification emails. Sent from a background thread; a server that fails is logged, never raised."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import ssl
+from concurrent.futures import Future, ThreadPoolExecutor
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+from hubfleet.portal.config import SmtpSettings
+from hubfleet.portal.models import CourseRequest, PortalStore
+
+log = logging.getLogger("hubfleet.portal")
+
+LOGIN_HINTS = {
+    "shared-password": "Students log in with any username and the shared password shown on the request's page.",
+    "lti11": "Students arrive from your LMS: paste the settings shown on the request's page into your course.",
+    "lti13": "Students arrive from your LMS: paste the settings shown on the request's page into your course.",
+    "ldap": "Students log in with their university username and password.",
+}
+
+
+class Mailer:
+    def __init__(self, settings: SmtpSettings | None):
+        self.settings = settings
+
+    def _password(self) -> str | None:
+        path = self.settings.password_file if self.settings else None
+        return path.read_text().strip() if path else None
+
+    def send(self, to: list[str], subject: str, body: str) -> bool:
+        """Send one plain-text message; False (and a log line without secrets) when it could not go."""
+        settings = self.settings
+        if settings is None or not to:
+            return False
+        message = EmailMessage()
+        message["From"], message["To"], message["Subject"] = settings.sender, ", ".join(to), subject
+        message["Date"], message["Message-ID"] = formatdate(localtime=False), make_msgid(domain="hubfleet")
+        message.set_content(body)
+        try:
+            with smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout) as smtp:
+                if settings.starttls:
+                    smtp.starttls(context=ssl.create_default_context())
+                if settings.user:
+                    smtp.login(settings.user, self._password() or "")
+                smtp.send_message(message)
+        except (OSError, smtplib.SMTPException) as exc:
+            log.warning("could not send %r to %d recipient(s) via %s:%s: %s", subject, len(to), settings.host,
+                        settings.port, type(exc).__name__)
+            return False
+        log.info("sent %r to %d recipient(s)", subject, len(to))
+        return True
+
+
+class Notifier:
+    """Tells teachers (and operators, on failure) what happened to a request."""
+
+    def __init__(self, mailer: Mailer, store: PortalStore, public_url: str):
+        self.mailer, self.store, self.public_url = mailer, store, public_url
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portal-mail")
+
+    def link(self, request: CourseRequest) -> str:
+        return f"{self.public_url}/requests/{request.id}"
+
+    def _teacher(self, request: CourseRequest) -> list[str]:
+        user = self.store.user(request.teacher_id)
+        return [user.email] if user else []
+
+    def _send(self, to: list[str], subject: str, body: str) -> Future:
+        def job() -> bool:
+            try:
+                return self.mailer.send(to, subject, body)
+            except Exception:  # a bug here must not kill the thread that sends every other mail
+                log.exception("sending %r failed", subject)
+                return False
+
+        return self._pool.submit(job)
+
+    def approved(self, request: CourseRequest, operator: str) -> Future:
+        return self._send(self._teacher(request), f"[hubfleet] {request.name} approved: the hub is being created",
+                          f"Hello,\n\nYour request for the course hub \"{request.title}\" ({request.name}) was "
+                          f"approved by {operator}. hubfleet is creating it now; this takes a few minutes.\n\n"
+                          f"Follow the progress: {self.link(request)}\n")
+
+    def rejected(self, request: CourseRequest, operator: str, reason: str) -> Future:
+        return self._send(self._teacher(request), f"[hubfleet] {request.name} was not approved",
+                          f"Hello,\n\nYour request for the course hub \"{request.title}\" ({request.name}) was "
+                          f"not approved by {operator}.\n\nReason: {reason}\n\n{self.link(request)}\n")
+
+    def ready(self, request: CourseRequest) -> Future:
+        kind = request.descriptor.get("authenticator", {}).get("kind", "")
+        return self._send(self._teacher(request), f"[hubfleet] {request.name} is ready",
+                          f"Hello,\n\nThe hub for \"{request.title}\" is ready:\n\n  {request.url}\n\n"
+                          f"{LOGIN_HINTS.get(kind, '')}\n\nDetails: {self.link(request)}\n")
+
+    def failed(self, request: CourseRequest, step: str | None, error: str) -> Future:
+        to = self._teacher(request) + [u.email for u in self.store.operators()]
+        return self._send(sorted(set(to)), f"[hubfleet] {request.name} failed",
+                          f"Creating or removing the hub for \"{request.title}\" ({request.name}) failed.\n\n"
+                          f"Step: {step or 'before the first step'}\nError: {error}\n\n"
+                          f"The operators have been told; they can retry from {self.link(request)}\n")
+
+    def archived(self, request: CourseRequest, with_archive: bool) -> Future:
+        saved = ("The students' work is saved: sign in and download the archive from "
+                 f"{self.link(request)}\n" if with_archive else "It was removed without an archive.\n")
+        return self._send(self._teacher(request), f"[hubfleet] {request.name} is archived",
+                          f"Hello,\n\nThe hub for \"{request.title}\" ({request.name}) has been removed.\n\n{saved}")
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait)

@@ -1,0 +1,154 @@
+"""Operators' pages: pending requests with their sizing plan, approve / reject / retry / destroy, images, audit."""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from pydantic import ValidationError
+
+from hubfleet.descriptor import problems_from
+from hubfleet.portal.config import ImageChoice
+from hubfleet.portal.models import (
+    APPROVED, ARCHIVING, FAILED, READY, REJECTED, REQUESTED, CourseRequest,
+)
+from hubfleet.portal.web import current_user, operator_only, portal, visible_request
+from hubfleet.portal.worker import last_event_id
+
+bp = Blueprint("operator", __name__, url_prefix="/operator")
+
+MAX_REASON = 2000
+
+
+def _dashboard(reject_errors: dict[int, str] | None = None, reasons: dict[int, str] | None = None, status=200):
+    p = portal()
+    pending = p.db.requests(states=(REQUESTED,))
+    others = [r for r in p.db.requests() if r.state != REQUESTED]
+    teachers = {r.teacher_id: p.db.user(r.teacher_id) for r in pending + others}
+    return render_template("operator.html", pending=pending, others=others, teachers=teachers,
+                           reject_errors=reject_errors or {}, reasons=reasons or {}), status
+
+
+@bp.get("/")
+@operator_only
+def dashboard():
+    return _dashboard()
+
+
+def _clash(row: CourseRequest) -> str | None:
+    """Another live course holds this name: creating would change *that* course."""
+    p = portal()
+    other = p.db.name_taken_by(row.name, except_id=row.id)
+    if other is not None and other.state not in (REQUESTED,):
+        return f"request #{other.id} already holds the name {row.name!r}"
+    instance = p.store.find(row.name)
+    if instance is not None and instance.status != "archived" and row.state == REQUESTED:
+        return f"a course named {row.name!r} already exists in the fleet"
+    return None
+
+
+@bp.post("/requests/<int:request_id>/approve")
+@operator_only
+def approve(request_id: int):
+    p, user = portal(), current_user()
+    row = visible_request(request_id)
+    clash = _clash(row)
+    if clash:
+        flash(f"Not approved: {clash}. Reject it with that reason, or remove the other course first.", "error")
+        return redirect(url_for("portal.show_request", request_id=row.id))
+    updated = p.db.update_request(row.id, expect=(REQUESTED,), state=APPROVED, decided_by=user.login,
+                                  events_after=last_event_id(p.store, row.name))
+    if updated is None:
+        flash(f"Request #{row.id} is {row.state}, no longer waiting: nothing was changed.", "error")
+        return redirect(url_for("portal.show_request", request_id=row.id))
+    p.db.audit(user.login, "approve", request_id=row.id, detail=f"course {row.name}")
+    p.notifier.approved(updated, user.login)
+    p.worker.start_create(row.id)
+    flash(f"Approved: {row.name} is being created.")
+    return redirect(url_for("portal.show_request", request_id=row.id))
+
+
+@bp.post("/requests/<int:request_id>/reject")
+@operator_only
+def reject(request_id: int):
+    p, user = portal(), current_user()
+    row = visible_request(request_id)
+    reason = request.form.get("reason", "").strip()
+    if not reason or len(reason) > MAX_REASON:
+        why = ("give a reason — the teacher reads it" if not reason
+               else f"is {len(reason)} characters long — keep it under {MAX_REASON}")
+        return _dashboard({row.id: why}, {row.id: reason[:MAX_REASON]}, status=400)
+    updated = p.db.update_request(row.id, expect=(REQUESTED,), state=REJECTED, reason=reason, decided_by=user.login)
+    if updated is None:
+        flash(f"Request #{row.id} is {row.state}, no longer waiting: nothing was changed.", "error")
+        return redirect(url_for("operator.dashboard"))
+    p.db.audit(user.login, "reject", request_id=row.id, detail=reason)
+    p.notifier.rejected(updated, user.login, reason)
+    flash(f"Rejected: {row.name}.")
+    return redirect(url_for("operator.dashboard"))
+
+
+@bp.post("/requests/<int:request_id>/retry")
+@operator_only
+def retry(request_id: int):
+    p, user = portal(), current_user()
+    row = visible_request(request_id)
+    if p.db.update_request(row.id, expect=(FAILED,), state=APPROVED, error=None, failed_step=None) is None:
+        flash(f"Request #{row.id} is {row.state}, not failed: nothing to retry.", "error")
+    else:
+        p.db.audit(user.login, "retry", request_id=row.id, detail=f"course {row.name}")
+        p.worker.start_create(row.id)
+        flash(f"Retrying: {row.name} is being created again (finished steps are not redone).")
+    return redirect(url_for("portal.show_request", request_id=row.id))
+
+
+@bp.post("/requests/<int:request_id>/destroy")
+@operator_only
+def destroy(request_id: int):
+    p, user = portal(), current_user()
+    row = visible_request(request_id)
+    without_archive = request.form.get("without_archive") == "on"
+    if p.db.update_request(row.id, expect=(READY, FAILED), state=ARCHIVING) is None:
+        flash(f"Request #{row.id} is {row.state}: only a ready or failed course can be removed.", "error")
+    else:
+        detail = f"course {row.name}" + (" WITHOUT archive" if without_archive else " with archive")
+        p.db.audit(user.login, "destroy", request_id=row.id, detail=detail)
+        p.worker.start_destroy(row.id, archive=not without_archive)
+        flash(f"Removing {row.name}" + (" without saving the students' work." if without_archive
+                                        else " after archiving the students' work."))
+    return redirect(url_for("portal.show_request", request_id=row.id))
+
+
+@bp.route("/images", methods=["GET", "POST"])
+@operator_only
+def images():
+    p, user = portal(), current_user()
+    errors: dict[str, list[str]] = {}
+    values = {"image": "", "label": "", "memory_per_user": "512Mi", "cpu_per_user": "0.5"}
+    if request.method == "POST":
+        if request.form.get("remove"):
+            ref = request.form["remove"]
+            if p.db.remove_image(ref):
+                p.db.audit(user.login, "image-remove", detail=ref)
+                flash(f"Removed {ref} from the list (courses already using it keep it).")
+            return redirect(url_for("operator.images"))
+        values = {key: request.form.get(key, "").strip() for key in values}
+        try:
+            choice = ImageChoice.model_validate(values)
+        except ValidationError as exc:
+            for problem in problems_from(exc):
+                errors.setdefault(problem.path.split(".")[0], []).append(problem.message)
+        else:
+            p.db.put_image(image=choice.image, label=choice.label, memory_per_user=choice.memory_per_user,
+                           cpu_per_user=choice.cpu_per_user)
+            p.db.audit(user.login, "image-add", detail=f"{choice.image} ({choice.label})")
+            flash(f"{choice.label} ({choice.image}) is in the list.")
+            return redirect(url_for("operator.images"))
+    return render_template("images.html", images=p.db.images(), values=values, errors=errors), 400 if errors else 200
+
+
+@bp.get("/audit")
+@operator_only
+def audit():
+    return render_template("audit.html", entries=portal().db.audit_log())
+
+
+

@@ -1,0 +1,173 @@
+"""Pages every signed-in user has: sign-in, their requests, the request form, a request's page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, send_file, session, url_for
+
+from hubfleet.portal.csrf import rotate_csrf_token
+from hubfleet.portal.forms import AUTH_CHOICES, LTI11_USERNAME_KEYS, LTI13_USERNAME_KEYS, read_form, validate_request
+from hubfleet.portal.lms import lms_settings
+from hubfleet.portal.models import (
+    APPROVED, ARCHIVED, ARCHIVING, BUSY_STATES, FAILED, PROVISIONING, READY, REQUESTED, CourseRequest,
+)
+from hubfleet.portal.web import current_user, is_operator, portal, signed_in, visible_request
+
+bp = Blueprint("portal", __name__)
+
+SHOWS_EVENTS = (APPROVED, PROVISIONING, READY, FAILED, ARCHIVING, ARCHIVED)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site: a sign-in link must not send people elsewhere."""
+    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+        return target
+    return url_for("portal.index")
+
+
+@bp.get("/")
+def index():
+    user = current_user()
+    if user is None:
+        return redirect(url_for("portal.login"))
+    return redirect(url_for("operator.dashboard") if is_operator() else url_for("portal.my_requests"))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    error, login_name = None, ""
+    if request.method == "POST":
+        p = portal()
+        login_name = request.form.get("login", "").strip().lower()[:254]
+        password = request.form.get("password", "")
+        address = request.remote_addr or "unknown"
+        blocked = p.throttle.blocked(login_name, address)
+        if blocked:
+            return render_template("login.html", error=blocked, login=login_name), 429
+        user = p.auth.authenticate(login_name, password) if login_name and password else None
+        if user is None:
+            p.throttle.failed(login_name, address)
+            error = "Wrong email/username or password." if login_name and password else \
+                "Give your email (or university username) and your password."
+            return render_template("login.html", error=error, login=login_name), 401
+        p.throttle.succeeded(login_name)
+        target = _safe_next(request.args.get("next"))
+        session.clear()  # a new session at sign-in: nothing from before it is trusted
+        session.permanent = True
+        session["uid"] = user.id
+        rotate_csrf_token()
+        p.db.audit(user.login, "sign-in", detail=f"from {address}")
+        return redirect(target)
+    return render_template("login.html", error=error, login=login_name)
+
+
+@bp.post("/logout")
+def logout():
+    session.clear()
+    return redirect(url_for("portal.login"))
+
+
+@bp.get("/requests")
+@signed_in
+def my_requests():
+    user = current_user()
+    return render_template("requests.html", requests=portal().db.requests(teacher_id=user.id))
+
+
+def _form_context(values: dict, errors: dict) -> dict:
+    p = portal()
+    images = [(i.image, f"{i.label} — {i.memory_per_user}, {i.cpu_per_user:g} CPU per student")
+              for i in p.db.images()]
+    return {"values": values, "errors": errors, "image_options": images, "auth_choices": AUTH_CHOICES,
+            "lti11_keys": [(k, k) for k in LTI11_USERNAME_KEYS], "lti13_keys": [(k, k) for k in LTI13_USERNAME_KEYS],
+            "config": p.config}
+
+
+def name_problem(name: str) -> str | None:
+    """Why a valid course name is still not free."""
+    p = portal()
+    instance = p.store.find(name)
+    if p.db.name_taken_by(name) or (instance is not None and instance.status != "archived"):
+        return f"{name!r} is already used by another course — choose another name (e.g. {name}-2)"
+    return None
+
+
+@bp.route("/requests/new", methods=["GET", "POST"])
+@signed_in
+def new_request():
+    p = portal()
+    if request.method == "GET":
+        values = read_form({"auth_kind": "shared-password"})
+        images = p.db.images()
+        if images:
+            values["image"] = images[0].image
+        return render_template("request_new.html", **_form_context(values, {}))
+    result = validate_request(request.form, p.config, p.db.images(), name_problem=name_problem)
+    if not result.ok:
+        return render_template("request_new.html", **_form_context(result.values, result.errors)), 400
+    course, values, user = result.course, result.values, current_user()
+    row = p.db.add_request(user, name=course.name, title=course.title, form=values,
+                           descriptor=course.model_dump(mode="json"), plan=result.plan.to_dict(),
+                           notes=values["notes"])
+    p.db.audit(user.login, "request", request_id=row.id, detail=f"course {course.name}")
+    flash("Your request is sent. The operators will look at it; you will get an email when it is approved.")
+    return redirect(url_for("portal.show_request", request_id=row.id))
+
+
+def _events(row: CourseRequest) -> list[dict]:
+    p = portal()
+    if row.state not in SHOWS_EVENTS or p.store.find(row.name) is None:
+        return []
+    return [{"id": i, "at": at.strftime("%H:%M:%S"), "kind": kind, "message": message}
+            for i, at, kind, message in p.store.events(row.name, row.events_after)
+            if row.events_until is None or i <= row.events_until]
+
+
+@bp.get("/requests/<int:request_id>")
+@signed_in
+def show_request(request_id: int):
+    p = portal()
+    row = visible_request(request_id)
+    instance = p.store.find(row.name) if row.state in SHOWS_EVENTS else None
+    shared_password = lms = None
+    if row.state == READY and instance is not None:
+        lms = lms_settings(p.store, instance)
+        if instance.descriptor.get("authenticator", {}).get("kind") == "shared-password":
+            shared_password = p.store.get_secret(row.name, "shared-password")
+    has_archive = row.state == ARCHIVED and _archive_file(row) is not None
+    return render_template("request.html", r=row, teacher=p.db.user(row.teacher_id), events=_events(row),
+                           busy=row.state in BUSY_STATES, lms=lms, shared_password=shared_password,
+                           has_archive=has_archive, audit=p.db.audit_log(request_id=row.id) if is_operator() else [],
+                           requested=REQUESTED)
+
+
+@bp.get("/requests/<int:request_id>/events")
+@signed_in
+def request_events(request_id: int):
+    """For the optional script on the request's page: new events since `after`, and the state."""
+    row = visible_request(request_id)
+    after = request.args.get("after", "0")
+    after_id = int(after) if after.isdigit() else 0
+    return jsonify(state=row.state, events=[e for e in _events(row) if e["id"] > after_id])
+
+
+def _archive_file(row: CourseRequest) -> Path | None:
+    p = portal()
+    path = Path(row.archive) if row.archive else None
+    if path is None or not path.is_file():
+        return None
+    # Only ever hand out files from the store's archive folder.
+    return path if path.resolve().parent == p.store.archive_dir().resolve() else None
+
+
+@bp.get("/requests/<int:request_id>/archive")
+@signed_in
+def download_archive(request_id: int):
+    row = visible_request(request_id)
+    path = _archive_file(row) if row.state == ARCHIVED else None
+    if path is None:
+        abort(404, description="This course has no archive to download.")
+    portal().db.audit(current_user().login, "download", request_id=row.id, detail=path.name)
+    return send_file(path, as_attachment=True, download_name=path.name, mimetype="application/gzip")
