@@ -374,3 +374,20 @@ def ensure_host_image(progress: Progress) -> str:
 def ensure_notebook_image(progress: Progress) -> str:
     """hubfleet/notebook:<content tag>: the students' single-user server image."""
     return _ensure_child(notebook_recipe(), progress)
+
+
+def remove_stale_images(progress: Progress) -> list[str]:
+    """Untag hubfleet images whose content tag is no longer current; images a container uses are kept."""
+    current = {base_recipe().ref, host_recipe().ref, notebook_recipe().ref}
+    listed = run_docker(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}",
+                         "--filter", "reference=hubfleet/*"]).stdout.split()
+    removed = []
+    for ref in listed:
+        repo, _, tag = ref.partition(":")
+        if repo not in (BASE_REPO, HOST_REPO, NOTEBOOK_REPO) or tag == LATEST or ref in current:
+            continue
+        # Without --force, docker refuses to remove an image that any container (even stopped) uses.
+        if run_docker(["image", "rm", ref], check=False).returncode == 0:
+            removed.append(ref)
+            progress(f"removed the stale image {ref}")
+    return removed

@@ -36,3 +36,12 @@ def test_a_failed_build_raises_with_the_log_tail(tmp_path: Path) -> None:
     assert "the-reason-it-broke" in str(info.value) and "docker build" in str(info.value)
     assert any("Step 3/" in message for message in messages)  # steps are reported, coarsely
     assert images.image_id(recipe.ref) is None
+
+
+def test_stale_tags_are_removed_and_current_ones_kept() -> None:
+    current = images.ensure_base_image(print)
+    stale = "hubfleet/base:000000000000"
+    assert images.run_docker(["tag", current, stale]).returncode == 0
+    removed = images.remove_stale_images(print)
+    assert stale in removed and current not in removed
+    assert images.image_id(stale) is None and images.image_id(current) is not None
