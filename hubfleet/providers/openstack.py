@@ -238,6 +238,16 @@ def connect(site: "Site"):
     return conn
 
 
+def _find(find, name_or_id: str):
+    """A find_* call that answers None when nothing matches (the SDK's ignore_missing is going away)."""
+    from openstack import exceptions as os_exc
+
+    try:
+        return find(name_or_id, ignore_missing=False)
+    except os_exc.NotFoundException:
+        return None
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -301,13 +311,13 @@ def _preflight(site: "Site", course: str, specs: list[HostSpec], *, connection=N
             report.notes.append(f"flavor {spec.flavor} does not exist: {fit.name} ({fit.vcpus:g} vCPU, "
                                 f"{format_bytes(fit.ram_bytes)}) is the smallest that fits and will be used")
 
-    if conn.image.find_image(site.image) is None:
+    if _find(conn.image.find_image, site.image) is None:
         report.problems.append(f"image {site.image!r} does not exist in the cloud — upload it or change `image:` "
                                "in site.yaml")
-    if conn.network.find_network(site.external_network) is None:
+    if _find(conn.network.find_network, site.external_network) is None:
         report.problems.append(f"external network {site.external_network!r} does not exist — set "
                                "`external_network:` in site.yaml to one `openstack network list --external` shows")
-    if site.network and conn.network.find_network(site.network) is None:
+    if site.network and _find(conn.network.find_network, site.network) is None:
         report.problems.append(f"network {site.network!r} does not exist — fix `network:` in site.yaml or omit "
                                "it to let hubfleet create one per course")
     if len(chosen) < len({s.flavor for s in specs}):
@@ -399,7 +409,7 @@ class _CourseResources:
         return [r for r in self.conn.network.routers() if self._ours(r)]
 
     def keypair(self):
-        return self.conn.compute.find_keypair(self.name)
+        return _find(self.conn.compute.find_keypair, self.name)
 
     def volumes(self) -> list:
         if not (self.conn.has_service("block-storage") or self.conn.has_service("volumev3")):
@@ -410,7 +420,7 @@ class _CourseResources:
     def dns_records(self, zone_name: str | None) -> list[tuple[Any, Any]]:
         if not zone_name or not self.conn.has_service("dns"):
             return []
-        zone = self.conn.dns.find_zone(zone_name)
+        zone = _find(self.conn.dns.find_zone, zone_name)
         if zone is None:
             return []
         return [(zone, r) for r in self.conn.dns.recordsets(zone) if getattr(r, "description", None) == self.tag]
@@ -579,7 +589,7 @@ class OpenStackProvider(Provider):
     def ensure_network(self):
         """The site's network, or the course's own network, subnet and router to the external network."""
         if self.site.network:
-            return self.conn.network.find_network(self.site.network)
+            return _find(self.conn.network.find_network, self.site.network)
         found, net_api, name, tag = self.found, self.conn.network, self.found.name, self.found.tag
         network = found.network()
         if network is None:
@@ -596,14 +606,14 @@ class OpenStackProvider(Provider):
         router = next(iter(found.routers()), None)
         if router is None:
             self.progress(f"creating router {name} to {self.site.external_network}")
-            external = net_api.find_network(self.site.external_network)
+            external = net_api.find_network(self.site.external_network, ignore_missing=False)
             router = net_api.create_router(name=name, description=tag,
                                            external_gateway_info={"network_id": external.id})
         self._tag(router)
         attached = any(any(ip.get("subnet_id") == subnet.id for ip in (p.fixed_ips or []))
                        for p in net_api.ports(device_id=router.id))
         if not attached:
-            net_api.add_interface_to_router(router, subnet_id=subnet.id)
+            net_api.add_interface_to_router(router, subnet=subnet.id)
         return network
 
     def ensure_security_group(self):
@@ -621,7 +631,7 @@ class OpenStackProvider(Provider):
     def ensure_servers(self, specs: list[HostSpec], ssh_public_key: str, flavor_map: dict[str, str],
                        network, group) -> list:
         existing = {s.name: s for s in self.found.servers()}
-        image = self.conn.image.find_image(self.site.image)
+        image = _find(self.conn.image.find_image, self.site.image)
         servers = []
         for name, spec in zip(self._names(specs), specs):
             server = existing.get(name)
@@ -689,7 +699,7 @@ class OpenStackProvider(Provider):
         port = ports[0]
         ip = next((i for i in ips if i.port_id == port.id), None) or next((i for i in ips if not i.port_id), None)
         if ip is None:
-            external = self.conn.network.find_network(self.site.external_network)
+            external = _find(self.conn.network.find_network, self.site.external_network)
             self.progress(f"creating a floating IP on {self.site.external_network} for {hub_server.name}")
             ip = self.conn.network.create_ip(floating_network_id=external.id, port_id=port.id,
                                              description=self.found.tag)
@@ -706,7 +716,7 @@ class OpenStackProvider(Provider):
             message = f"no dns_zone in site.yaml: point the course's DNS name at {hub.address}"
         elif not self.conn.has_service("dns"):
             message = f"the cloud has no DNS service: point {record} at {hub.address}"
-        elif (zone := self.conn.dns.find_zone(zone_name)) is None:
+        elif (zone := _find(self.conn.dns.find_zone, zone_name)) is None:
             message = f"DNS zone {zone_name} is not in this project: point {record} at {hub.address}"
         elif not record.endswith("." + zone_name) and record != zone_name:
             message = f"{record} is outside zone {zone_name}: point it at {hub.address} by hand"
@@ -803,7 +813,7 @@ class OpenStackProvider(Provider):
             self.progress(f"deleting router {router.name}")
             for port in net_api.ports(device_id=router.id, device_owner="network:router_interface"):
                 for fixed in port.fixed_ips or []:
-                    net_api.remove_interface_from_router(router, subnet_id=fixed["subnet_id"])
+                    net_api.remove_interface_from_router(router, subnet=fixed["subnet_id"])
             net_api.delete_router(router, ignore_missing=True)
         for subnet in found.subnets():
             self.progress(f"deleting subnet {subnet.name}")

@@ -1,0 +1,274 @@
+"""The OpenStack provider against a real OpenStack API (scripts/openstack-dev.sh, all on 127.0.0.1).
+
+Keystone, Glance, Placement, Neutron and Nova answer for real, but Nova runs the fake compute
+driver: servers become ACTIVE without booting, so SSH and Ansible never run on them (the tests
+that depend on it say `fake_compute`; the configuration path is covered by the Docker provider).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from hubfleet.descriptor import parse_course
+from hubfleet.errors import ProvisionError
+from hubfleet.providers import get_provider
+from hubfleet.providers.base import HostSpec
+from hubfleet.providers.openstack import OpenStackProvider, preflight, real_catalogue
+from hubfleet.site import parse_site
+from hubfleet.sizing import plan_course
+
+from .openstack_env import admin_conn, dev_cloud, member_conn, register_marker, tagged_everywhere  # noqa: F401
+
+register_marker()
+pytestmark = [
+    pytest.mark.openstack,
+    pytest.mark.timeout(300),
+    # openstacksdk's own internals raise these on every call; they say nothing about hubfleet.
+    pytest.mark.filterwarnings("ignore:The ignore_missing parameter:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:The field 'maxPersonality"),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+GiB = 1024**3
+OPERATOR = "198.51.100.7/32"
+DEV_FLAVORS = {"m1.small", "m1.medium", "m1.large", "m1.xlarge", "m1.2xlarge", "m1.4xlarge"}
+
+
+def make_site(**overrides):
+    data = {"cloud": "hubfleet-dev", "image": "debian-12", "external_network": "public",
+            "operator_cidr": OPERATOR, "wait_ssh": False, "active_timeout": 120, "delete_timeout": 120}
+    return parse_site({**data, **overrides})
+
+
+def public_key() -> str:
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode() + " test"
+
+
+def spec(role: str, flavor: str = "m1.small", vcpus: float = 1, ram: int = 2) -> HostSpec:
+    return HostSpec(role=role, flavor=flavor, vcpus=vcpus, ram_bytes=ram * GiB, disk_bytes=20 * GiB)
+
+
+def provider(tmp_path: Path, course: str, steps: list[str] | None = None, **site) -> OpenStackProvider:
+    log = steps if steps is not None else []
+    return OpenStackProvider(course, tmp_path / "instances" / course, progress=log.append, site=make_site(**site))
+
+
+@pytest.fixture
+def course(workshop_data):
+    return parse_course({**workshop_data, "provider": "openstack"})
+
+
+# --- pre-flight ----------------------------------------------------------------------------------
+
+
+def test_real_catalogue_reads_the_clouds_flavors_and_the_plan_uses_them(dev_cloud, course):
+    catalogue = real_catalogue(make_site())
+    assert {f.name for f in catalogue.flavors} == DEV_FLAVORS
+    plan = plan_course(course, catalogue)
+    assert {h.flavor for h in plan.hosts} <= DEV_FLAVORS
+    preferred = real_catalogue(make_site(flavors=["m1.large"]))
+    assert [f.name for f in preferred.flavors] == ["m1.large"]
+    assert plan_course(course, preferred).flavor == "m1.large"
+
+
+def test_preflight_passes_for_a_plan_the_cloud_can_carry(dev_cloud, course):
+    site = make_site()
+    report = preflight(site, course, plan_course(course, real_catalogue(site)))
+    assert report.ok, report.problems
+    assert report.needs["instances"] >= 1 and report.quotas["instances"]["limit"] > 0
+
+
+def test_preflight_wrong_password_gives_one_login_message_and_creates_nothing(dev_cloud, member_conn, tmp_path,
+                                                                              monkeypatch):
+    clouds = yaml.safe_load(dev_cloud.clouds_yaml.read_text())
+    real_password = clouds["clouds"]["hubfleet-dev"]["auth"]["password"]
+    clouds["clouds"]["hubfleet-dev"]["auth"]["password"] = "wrong-password-for-the-test"
+    bad = tmp_path / "clouds.yaml"
+    bad.write_text(yaml.safe_dump(clouds))
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(bad))
+
+    p = provider(tmp_path, "authfail")
+    problems = p.check([spec("hub")])
+    assert len(problems) == 1 and problems[0].startswith("cannot log in to cloud 'hubfleet-dev'")
+    with pytest.raises(ProvisionError) as err:
+        p.ensure_hosts([spec("hub")], public_key())
+    assert "cannot log in" in str(err.value)
+    assert "wrong-password" not in str(err.value) and real_password not in str(err.value)
+    assert tagged_everywhere(member_conn, "authfail") == []
+
+
+def test_preflight_unknown_cloud_says_to_add_it_to_clouds_yaml(dev_cloud, tmp_path):
+    problems = provider(tmp_path, "nocloud", cloud="no-such-cloud").check([spec("hub")])
+    assert len(problems) == 1 and "'no-such-cloud' is not configured" in problems[0] and "clouds.yaml" in problems[0]
+
+
+def test_preflight_missing_image_and_unfit_flavor_each_get_their_own_message(dev_cloud, member_conn, tmp_path):
+    p = provider(tmp_path, "missing", image="no-such-image", external_network="no-such-net")
+    problems = p.check([spec("hub", flavor="x9.huge", vcpus=64, ram=512)])
+    assert len(problems) == 3, problems
+    assert any(m.startswith("flavor x9.huge does not exist and no flavor") for m in problems)
+    assert any(m.startswith("image 'no-such-image' does not exist") for m in problems)
+    assert any(m.startswith("external network 'no-such-net' does not exist") for m in problems)
+    with pytest.raises(ProvisionError, match="pre-flight found problems"):
+        p.ensure_hosts([spec("hub", flavor="x9.huge", vcpus=64, ram=512)], public_key())
+    assert tagged_everywhere(member_conn, "missing") == []
+
+
+def test_preflight_picks_the_smallest_real_flavor_that_fits_a_missing_one(dev_cloud, tmp_path):
+    from hubfleet.providers.openstack import _preflight
+
+    report = _preflight(make_site(), "fits", [spec("hub", flavor="site.custom", vcpus=2, ram=3)])
+    assert report.ok, report.problems
+    assert report.flavors == {"site.custom": "m1.medium"}
+    assert any("m1.medium" in n and "smallest that fits" in n for n in report.notes)
+
+
+@pytest.fixture
+def small_quotas(admin_conn, member_conn):
+    project = member_conn.current_project_id
+    admin_conn.set_compute_quotas(project, instances=1, cores=2, ram=2048)
+    admin_conn.set_network_quotas(project, floatingip=0, security_group=0)
+    yield
+    admin_conn.delete_compute_quotas(project)
+    admin_conn.delete_network_quotas(project)
+
+
+def test_preflight_quota_shortages_are_one_message_with_numbers_and_nothing_is_created(
+        dev_cloud, member_conn, small_quotas, tmp_path):
+    p = provider(tmp_path, "quota")
+    specs = [spec("hub", "m1.medium", 2, 4), spec("worker", "m1.medium", 2, 4)]
+    problems = p.check(specs)
+    assert len(problems) == 1, problems
+    message = problems[0]
+    assert "quota does not cover the plan" in message
+    assert "instances: the plan needs 2, 1 free (quota 1, 0 in use)" in message
+    assert "cores: the plan needs 4, 2 free (quota 2, 0 in use)" in message
+    assert "RAM: the plan needs 8Gi, 2Gi free (quota 2Gi, 0B in use)" in message
+    assert "floating IPs: the plan needs 1, 0 free (quota 0" in message
+    assert "security groups: the plan needs 1, 0 free" in message
+    with pytest.raises(ProvisionError, match="quota does not cover the plan"):
+        p.ensure_hosts(specs, public_key())
+    assert tagged_everywhere(member_conn, "quota") == []
+
+
+# --- create, re-run, destroy ---------------------------------------------------------------------
+
+
+def test_fake_compute_create_tags_every_resource_waits_for_active_and_reruns_idempotently(
+        dev_cloud, member_conn, tmp_path):
+    steps: list[str] = []
+    p = get_provider("openstack", "fleet", tmp_path / "instances" / "fleet", steps.append)
+    p._site = make_site()  # the registry builds it from site.yaml; the test hands it the dev cloud's
+    key = public_key()
+    hosts = p.ensure_hosts([spec("hub"), spec("worker")], key)
+    try:
+        assert [(h.name, h.role) for h in hosts] == [("fleet-hub", "hub"), ("fleet-worker-1", "worker")]
+        hub, worker = hosts
+        assert hub.address.startswith("203.0.113.") and hub.private_address.startswith("10.42.0.")
+        assert worker.address == worker.private_address and worker.extra["ansible_ssh_common_args"].endswith(hub.address)
+        assert hub.ssh_user == "debian" and hub.http_port == 80 and hub.https_port == 443
+
+        servers = {s.name: s for s in member_conn.compute.servers() if s.name.startswith("fleet-")}
+        assert {s.status for s in servers.values()} == {"ACTIVE"}
+        assert all(s.metadata["hubfleet-course"] == "fleet" for s in servers.values())
+        assert servers["fleet-hub"].key_name == "hubfleet-fleet"
+        tag = "hubfleet-course=fleet"
+        for kind in ("networks", "subnets", "routers", "security_groups", "ips"):
+            mine = [r for r in getattr(member_conn.network, kind)() if tag in (r.tags or [])]
+            assert len(mine) == 1, kind
+        assert member_conn.compute.find_keypair("hubfleet-fleet").public_key.split()[:2] == key.split()[:2]
+
+        group = member_conn.network.find_security_group("hubfleet-fleet")
+        rules = list(member_conn.network.security_group_rules(security_group_id=group.id, direction="ingress"))
+        ssh = [r for r in rules if r.port_range_min == 22]
+        assert [(r.remote_ip_prefix, r.remote_group_id) for r in ssh] == [(OPERATOR, None)]
+        for port in (80, 443):
+            assert {r.ether_type for r in rules if r.port_range_min == port and r.remote_group_id is None} == {"IPv4", "IPv6"}
+        swarm = {(r.protocol, r.port_range_min) for r in rules if r.remote_group_id == group.id}
+        assert swarm == {("tcp", 2377), ("tcp", 7946), ("udp", 7946), ("udp", 4789)}
+        assert all(r.remote_ip_prefix is None for r in rules if r.remote_group_id == group.id)
+        assert any("point the course's DNS name at " + hub.address in s for s in steps)
+
+        # Re-running creates nothing: same servers, same floating IP, no "creating" step.
+        steps.clear()
+        again = p.ensure_hosts([spec("hub"), spec("worker")], key)
+        assert [h.extra["server_id"] for h in again] == [h.extra["server_id"] for h in hosts]
+        assert again[0].address == hub.address
+        assert not [s for s in steps if s.startswith("creating")], steps
+        assert p.hosts() == again
+        p.ensure_image("hubfleet/notebook:latest")
+        assert (p.workdir / "image").read_text().strip() == "hubfleet/notebook:latest"
+    finally:
+        p.destroy_hosts()
+    assert p.leftovers() == [] and tagged_everywhere(member_conn, "fleet") == []
+    assert p.hosts() == []
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_fake_compute_destroy_interrupted_half_way_resumes_and_leaves_nothing(dev_cloud, member_conn, tmp_path):
+    p = provider(tmp_path, "halfway")
+    p.ensure_hosts([spec("hub"), spec("worker")], public_key())
+
+    def stop_at_servers(message: str) -> None:
+        if message.startswith("deleting server"):
+            raise Interrupted(message)
+
+    interrupted = provider(tmp_path, "halfway")
+    interrupted.progress = stop_at_servers  # as if the operator pressed Ctrl-C while servers were deleted
+    with pytest.raises(Interrupted):
+        interrupted.destroy_hosts()
+    left = p.leftovers()
+    assert any(item.startswith("server halfway-") for item in left)
+    assert any(item.startswith("security group hubfleet-halfway") for item in left)
+    assert not any(item.startswith("floating IP") for item in left)  # deleted before the interruption
+
+    p.destroy_hosts()
+    assert p.leftovers() == [] and tagged_everywhere(member_conn, "halfway") == []
+    p.destroy_hosts()  # destroying a destroyed course is a no-op
+
+
+def test_fake_compute_destroy_raises_loudly_when_tagged_resources_remain(dev_cloud, member_conn, tmp_path):
+    p = provider(tmp_path, "stubborn")
+    p.ensure_hosts([spec("hub")], public_key())
+
+    class ForgetfulProvider(OpenStackProvider):
+        def _sdk_destroy(self) -> None:  # deletes only the floating IPs: the rest stays tagged
+            for ip in self.found.floating_ips():
+                self.conn.network.delete_ip(ip)
+
+    forgetful = ForgetfulProvider("stubborn", p.workdir, site=make_site())
+    with pytest.raises(ProvisionError, match=r"resource\(s\) of course 'stubborn' are still there") as err:
+        forgetful.destroy_hosts()
+    assert "server stubborn-hub" in str(err.value) and "keypair hubfleet-stubborn" in str(err.value)
+    p.destroy_hosts()
+    assert tagged_everywhere(member_conn, "stubborn") == []
+
+
+def test_fake_compute_terraform_engine_runs_preflight_then_the_builtin_resources_module(dev_cloud, member_conn,
+                                                                                        tmp_path):
+    import shutil
+
+    if shutil.which("terraform") is None:
+        pytest.skip("needs the terraform binary")
+    module = ROOT / "tests" / "fixtures" / "terraform-builtin"
+    p = provider(tmp_path, "tfengine", engine="terraform", terraform_module=str(module))
+    with pytest.raises(ProvisionError, match="image 'nope' does not exist"):
+        provider(tmp_path, "tfengine", engine="terraform", terraform_module=str(module),
+                 image="nope").ensure_hosts([spec("hub")], public_key())
+    assert not (p.workdir / "terraform").exists()  # pre-flight failed: Terraform never ran
+
+    hosts = p.ensure_hosts([spec("hub"), spec("worker")], public_key())
+    assert [h.name for h in hosts] == ["tfengine-hub", "tfengine-worker-1"]
+    assert (p.workdir / "terraform" / "terraform.tfstate").exists()
+    assert p.hosts() == hosts
+    p.destroy_hosts()
+    assert p.leftovers() == [] and tagged_everywhere(member_conn, "tfengine") == []
