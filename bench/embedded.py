@@ -1,0 +1,154 @@
+"""Benchmark the embedded default: create (cold / warm), no-op re-run, spawn latency, idle memory.
+
+Prints figures; asserts nothing. Talks only to 127.0.0.1 and to the containers it creates.
+
+    .venv/bin/python bench/embedded.py                 # warm: images already built
+    .venv/bin/python bench/embedded.py --cold          # removes hubfleet's images first (minutes)
+    .venv/bin/python bench/embedded.py --spawns 20
+
+Spawn latency is login → own server → a kernel runs code, per student, one at a time; the
+floor is a bare `docker run` of the same notebook image on the same host's engine until its
+HTTP answers, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hubfleet.jupyter import execute, login_with_password, start_own_server, stop_own_server  # noqa: E402
+
+COURSE = "bench-embedded"
+
+
+def hubfleet(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hubfleet", *args], env=env, capture_output=True, text=True,
+                          check=True)
+
+
+def timed(fn, *args):
+    started = time.monotonic()
+    result = fn(*args)
+    return time.monotonic() - started, result
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+def floor_run(host: str, image: str) -> float:
+    """A bare container of the notebook image on the host's engine, until its HTTP answers."""
+    script = f"""
+set -e
+start=$(date +%s.%N)
+cid=$(docker run -d --rm {image} jupyter server --ip=0.0.0.0 --port=8888 --ServerApp.token=bench)
+ip=$(docker inspect -f '{{{{range .NetworkSettings.Networks}}}}{{{{.IPAddress}}}}{{{{end}}}}' $cid)
+until curl -sf -o /dev/null "http://$ip:8888/api/status?token=bench"; do sleep 0.05; done
+end=$(date +%s.%N)
+docker rm -f $cid >/dev/null
+echo "$start $end"
+"""
+    out = subprocess.run(["docker", "exec", host, "bash", "-c", script], capture_output=True, text=True, check=True)
+    start, end = map(float, out.stdout.split())
+    return end - start
+
+
+def idle_memory(host: str) -> list[float]:
+    out = subprocess.run(["docker", "exec", host, "docker", "stats", "--no-stream", "--format",
+                          "{{.Name}} {{.MemUsage}}"], capture_output=True, text=True, check=True).stdout
+    sizes = []
+    for line in out.splitlines():
+        name, usage = line.split(" ", 1)
+        if name.startswith("jupyter-"):
+            value = usage.split("/")[0].strip()
+            number, unit = float(value[:-3]), value[-3:]
+            sizes.append(number * {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}[unit])
+    return sizes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cold", action="store_true", help="remove hubfleet's images first")
+    parser.add_argument("--spawns", type=int, default=20)
+    parser.add_argument("--floor-runs", type=int, default=10)
+    parser.add_argument("--keep", action="store_true", help="leave the course running")
+    args = parser.parse_args()
+
+    state = Path(tempfile.mkdtemp(prefix="hubfleet-bench-"))
+    env = {**os.environ, "HUBFLEET_STATE_DIR": str(state)}
+    data = yaml.safe_load((ROOT / "examples" / "workshop.yaml").read_text())
+    data.update(name=COURSE, domain=f"{COURSE}.hub.localhost")
+    data.pop("dates", None)
+    import datetime as dt
+    today = dt.date.today()
+    data["dates"] = {"start": str(today), "end": str(today + dt.timedelta(days=7))}
+    descriptor = state / "course.yaml"
+    descriptor.write_text(yaml.safe_dump(data))
+
+    if args.cold:
+        images = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", "hubfleet/*"],
+                                capture_output=True, text=True).stdout.split()
+        if images:
+            subprocess.run(["docker", "rmi", "-f", *images], capture_output=True)
+    figures: dict[str, object] = {}
+    try:
+        seconds, _ = timed(hubfleet, env, "create", str(descriptor))
+        figures["create_cold_s" if args.cold else "create_warm_s"] = round(seconds, 1)
+        seconds, proc = timed(hubfleet, env, "create", str(descriptor), "--json", "--no-probe")
+        figures["rerun_noop_s"] = round(seconds, 1)
+        figures["rerun_changed"] = json.loads(proc.stdout)["changed"]
+
+        status = json.loads(hubfleet(env, "status", COURSE, "--json", "--no-probe").stdout)
+        url, host = status["url"], status["hosts"][0]["name"]
+        password = json.loads(hubfleet(env, "credentials", COURSE, "--json").stdout)["shared-password"]
+
+        spawns = []
+        for i in range(args.spawns):
+            user = f"student{i:03d}"
+            started = time.monotonic()
+            session = login_with_password(url, user, password)
+            start_own_server(session, url, user)
+            result = execute(f"{url}/user/{user}", "1+1", session=session)
+            assert result.output.strip() == "2", result
+            spawns.append(time.monotonic() - started)
+        time.sleep(10)  # let the servers settle to idle
+        memory = idle_memory(host)
+        for i in range(args.spawns):
+            session = login_with_password(url, f"student{i:03d}", password)
+            stop_own_server(session, url, f"student{i:03d}")
+        floors = [floor_run(host, data["image"]) for _ in range(args.floor_runs)]
+
+        figures.update({
+            "spawn_n": len(spawns),
+            "spawn_median_s": round(statistics.median(spawns), 2),
+            "spawn_p95_s": round(percentile(spawns, 95), 2),
+            "floor_n": len(floors),
+            "floor_median_s": round(statistics.median(floors), 2),
+            "spawn_over_floor": round(statistics.median(spawns) / statistics.median(floors), 2),
+            "idle_server_mib_median": round(statistics.median(memory), 1) if memory else None,
+            "idle_server_mib_max": round(max(memory), 1) if memory else None,
+        })
+    finally:
+        if not args.keep:
+            subprocess.run([sys.executable, "-m", "hubfleet", "destroy", COURSE, "--yes", "--no-archive"], env=env,
+                           capture_output=True)
+        for key, value in figures.items():
+            print(f"{key:24} {value}")
+        print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
