@@ -21,7 +21,7 @@ from hubfleet.errors import ProvisionError
 from hubfleet.images import ensure_host_image, ensure_notebook_image, image_id, run_docker
 from hubfleet.providers.base import Host, HostSpec, Provider
 
-NOTEBOOK_REPO_PREFIX = "hubfleet/notebook"
+NOTEBOOK_REPO = "hubfleet/notebook"
 HUB_ROLE = "hub"
 WORKER_ROLE = "worker"
 MAX_PARALLEL_TRANSFERS = 4
@@ -271,8 +271,11 @@ class DockerProvider(Provider):
 
     def _outer_image_id(self, image: str) -> str:
         """The image's ID on this machine, building the notebook image when that is what is asked."""
+        repo, _, tag = image.partition(":")
+        if repo == NOTEBOOK_REPO and tag in ("", "latest"):
+            ensure_notebook_image(self.progress)  # hubfleet's :latest follows the current recipe (a cheap check)
         found = image_id(image)
-        if found is None and image.split(":")[0] == NOTEBOOK_REPO_PREFIX:
+        if found is None and repo == NOTEBOOK_REPO:
             ensure_notebook_image(self.progress)
             found = image_id(image)
         if found is None:
