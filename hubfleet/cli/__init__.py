@@ -58,25 +58,18 @@ def cli(ctx: click.Context, state_dir: Path | None, database_url: str | None, ve
     ctx.obj = Application(state_dir, verbose, database_url)
 
 
-def _register() -> None:
-    from hubfleet.cli import credentials, list_, plan, status, validate
+VERBS = ("validate", "plan", "create", "scale", "destroy", "list_", "status", "credentials", "lti_config",
+         "images", "portal")
 
-    for module in (validate, plan):
-        cli.add_command(module.command)
-    for name in ("create", "scale", "destroy"):
-        try:
-            module = __import__(f"hubfleet.cli.{name}", fromlist=["command"])
-        except ModuleNotFoundError:
-            continue
-        cli.add_command(module.command)
-    for module in (list_, status, credentials):
-        cli.add_command(module.command)
-    for name in ("lti_config", "images", "portal"):
-        try:
-            module = __import__(f"hubfleet.cli.{name}", fromlist=["command"])
-        except ModuleNotFoundError:
-            continue
-        cli.add_command(module.command)
+
+def _register() -> None:
+    """Add each verb module that exists, in the order of a course's life."""
+    from importlib import import_module
+    from importlib.util import find_spec
+
+    for name in VERBS:
+        if find_spec(f"hubfleet.cli.{name}") is not None:
+            cli.add_command(import_module(f"hubfleet.cli.{name}").command)
 
 
 _register()
