@@ -292,6 +292,10 @@ class DockerProvider(Provider):
         if inner.returncode == 0 and inner.stdout.strip() == wanted:
             self.progress(f"{image} is already on {host}")
             return
+        if run_docker(["exec", host, "docker", "image", "inspect", wanted], check=False, timeout=60).returncode == 0:
+            run_docker(["exec", host, "docker", "tag", wanted, image])  # same image under another name
+            self.progress(f"{image} is already on {host} (named it)")
+            return
         self.progress(f"copying {image} to {host}")
         started = time.monotonic()
         save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
