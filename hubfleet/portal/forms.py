@@ -81,12 +81,14 @@ def _put(target: dict, key: str, value: str | list | None) -> None:
 
 
 def share_at_once(at_once: int, students: int) -> float:
-    """at_once/students as a short decimal that sizing turns back into exactly at_once users."""
-    for digits in (2, 3, 4, 5, 6):
-        share = round(at_once / students, digits)
-        if 0 < share <= 1 and math.ceil(students * share) == at_once:
-            return share
-    return at_once / students
+    """at_once/students as a short decimal that sizing (ceil of students x share) turns back into at_once."""
+    # 7/100 is 0.07, but 100 x 0.07 is 7.000000000000001: then aim half a student lower.
+    for target in (at_once, at_once - 0.5):
+        for digits in range(2, 9):
+            share = round(target / students, digits)
+            if 0 < share <= 1 and math.ceil(students * share) == at_once:
+                return share
+    return (at_once - 0.5) / students
 
 
 def authenticator_data(values: dict[str, str]) -> dict | None:

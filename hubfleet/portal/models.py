@@ -10,7 +10,7 @@ import datetime as dt
 from contextlib import contextmanager
 from typing import Iterator
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, delete, func, select
+from sqlalchemy import JSON, DateTime, Float, TypeDecorator, ForeignKey, Integer, String, Text, delete, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -35,6 +35,16 @@ def aware(value: dt.datetime | None) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
+class UtcDateTime(TypeDecorator):
+    """A timezone-aware datetime on every database (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value, dialect):
+        return aware(value)
+
+
 class PortalBase(DeclarativeBase):
     pass
 
@@ -48,7 +58,7 @@ class User(PortalBase):
     role: Mapped[str] = mapped_column(String(16))
     source: Mapped[str] = mapped_column(String(8), default="local")  # local | ldap
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
 
 
 class CourseRequest(PortalBase):
@@ -71,15 +81,15 @@ class CourseRequest(PortalBase):
     events_after: Mapped[int] = mapped_column(Integer, default=0)  # state-store events before approval
     events_until: Mapped[int | None] = mapped_column(Integer, nullable=True)  # last event once archived
     decided_by: Mapped[str | None] = mapped_column(String(254), nullable=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
 
 
 class AuditEntry(PortalBase):
     __tablename__ = "portal_audit"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), index=True)
     actor: Mapped[str] = mapped_column(String(254))
     action: Mapped[str] = mapped_column(String(32))
     request_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
@@ -91,7 +101,7 @@ class LoginFailure(PortalBase):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(300), index=True)  # account:<login> or ip:<address>
-    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), index=True)
 
 
 class ImageRow(PortalBase):
@@ -185,18 +195,19 @@ class PortalStore:
             return s.scalars(query).first()
 
     def update_request(self, request_id: int, *, expect: tuple[str, ...] | None = None, **fields) -> CourseRequest | None:
-        """Change a request; with `expect`, only from those states (None when it was elsewhere)."""
+        """Change a request; with `expect`, only from those states (None when it was elsewhere).
+
+        One conditional UPDATE, so two operators clicking at once cannot both win, on any database.
+        """
+        if "state" in fields and fields["state"] not in STATES:
+            raise ValueError(f"unknown state {fields['state']!r}")
+        statement = update(CourseRequest).where(CourseRequest.id == request_id).values(**fields, updated_at=utcnow())
+        if expect is not None:
+            statement = statement.where(CourseRequest.state.in_(expect))
         with self.tx() as s:
-            row = s.get(CourseRequest, request_id, with_for_update=expect is not None)
-            if row is None or (expect is not None and row.state not in expect):
+            if s.execute(statement.execution_options(synchronize_session=False)).rowcount == 0:
                 return None
-            if "state" in fields and fields["state"] not in STATES:
-                raise ValueError(f"unknown state {fields['state']!r}")
-            for key, value in fields.items():
-                setattr(row, key, value)
-            row.updated_at = utcnow()
-            s.flush()
-            return row
+            return s.get(CourseRequest, request_id, populate_existing=True)
 
     # --- audit ---------------------------------------------------------------------------
 
