@@ -54,7 +54,7 @@ class PlannedHost:
 
 class DockerProvider(Provider):
     name = "docker"
-    ready_timeout_s: float = 180.0  # boot to SSH + inner engine is ~10 s; leave room for a busy machine
+    ready_timeout_s: float = 180.0  # boot to SSH + inner engine takes ~2 s; leave room for a busy machine
 
     # --- naming --------------------------------------------------------------------------
 
