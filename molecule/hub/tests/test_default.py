@@ -22,9 +22,10 @@ def test_config_is_private_and_holds_no_secret(host):
 def test_hub_api_answers_and_knows_the_service(host):
     out = host.check_output("curl -sf http://127.0.0.1:8000/hub/api/")
     assert json.loads(out)["version"].startswith("6.")
-    services = host.check_output(
-        "curl -sf -H 'Authorization: token molecule-service-token-0123456789abcdef' http://127.0.0.1:8000/hub/api/services")
-    assert {"idle-culler", "hubfleet"} <= set(json.loads(services))
+    whoami = host.check_output(
+        "curl -sf -H 'Authorization: token molecule-service-token-0123456789abcdef' http://127.0.0.1:8000/hub/api/user")
+    assert json.loads(whoami)["kind"] == "service" and json.loads(whoami)["name"] == "hubfleet"
+    assert host.run("pgrep -f jupyterhub_idle_culler").rc == 0, "the idle culler runs as a hub service"
 
 
 def test_students_network_and_hub_api_on_its_gateway(host):
