@@ -177,6 +177,19 @@ start() {
     for db in keystone glance placement nova_api nova nova_cell0 neutron; do echo "CREATE DATABASE $db;"; done
   } | mariadb --no-defaults --socket="$RUN/mysql.sock" -uroot
 
+  # The other services' schemas do not depend on Keystone: migrate them meanwhile, in parallel.
+  log "migrating the Placement, Glance, Neutron and Nova databases in the background"
+  local nconf=(--config-file "$RUN/etc/neutron.conf") vconf=(--config-file "$RUN/etc/nova.conf") migrations=()
+  pyrun placement.cmd.manage --config-file "$RUN/etc/placement.conf" db sync & migrations+=($!)
+  pyrun glance.cmd.manage --config-file "$RUN/etc/glance-api.conf" db_sync & migrations+=($!)
+  pyrun neutron.db.migration.cli "${nconf[@]}" upgrade heads & migrations+=($!)
+  (
+    pyrun nova.cmd.manage "${vconf[@]}" api_db sync
+    pyrun nova.cmd.manage "${vconf[@]}" cell_v2 map_cell0 --database_connection "$DB/nova_cell0$qs"
+    pyrun nova.cmd.manage "${vconf[@]}" cell_v2 create_cell --name cell1
+    pyrun nova.cmd.manage "${vconf[@]}" db sync
+  ) & migrations+=($!)
+
   log "starting Keystone on 127.0.0.1:$PORT_KEYSTONE"
   local kconf=(--config-file "$RUN/etc/keystone.conf")
   pyrun keystone.cmd.manage "${kconf[@]}" db_sync
@@ -198,28 +211,21 @@ start() {
   log "registering services and the test project"
   "$PY" "$TPL/bootstrap.py" identity
 
+  local m
+  for m in "${migrations[@]}"; do wait "$m" || die "a database migration failed; see $RUN/log/manage.log"; done
   log "starting Placement, Glance, Neutron, Nova"
-  pyrun placement.cmd.manage --config-file "$RUN/etc/placement.conf" db sync
   mkdir -p "$RUN/etc/placement" && cp "$RUN/etc/placement.conf" "$RUN/etc/placement/placement.conf"
   launch placement uwsgi-core --plugin python3 --http-socket "127.0.0.1:$PORT_PLACEMENT" \
     --wsgi-file /usr/bin/placement-api --master --processes 1 --threads 4 --die-on-term \
     --add-header "Connection: close" --env "OS_PLACEMENT_CONFIG_DIR=$RUN/etc/placement" \
     --logto "$RUN/log/placement-uwsgi.log"
 
-  pyrun glance.cmd.manage --config-file "$RUN/etc/glance-api.conf" db_sync
   launch glance-api "$PY" -c "import sys; from glance.cmd.api import main; sys.exit(main())" \
     --config-file "$RUN/etc/glance-api.conf"
 
-  local nconf=(--config-file "$RUN/etc/neutron.conf")
-  pyrun neutron.db.migration.cli "${nconf[@]}" upgrade heads
   launch neutron-server env PYTHONPATH="$TPL/hubfleet_ml2" "$PY" -c \
     "import sys; from neutron.cmd.eventlet.server import main; sys.exit(main())" "${nconf[@]}"
 
-  local vconf=(--config-file "$RUN/etc/nova.conf")
-  pyrun nova.cmd.manage "${vconf[@]}" api_db sync
-  pyrun nova.cmd.manage "${vconf[@]}" cell_v2 map_cell0 --database_connection "$DB/nova_cell0$qs"
-  pyrun nova.cmd.manage "${vconf[@]}" cell_v2 create_cell --name cell1
-  pyrun nova.cmd.manage "${vconf[@]}" db sync
   for svc in api conductor scheduler compute; do
     launch "nova-$svc" "$PY" -c "import sys; from nova.cmd.$svc import main; sys.exit(main())" "${vconf[@]}" \
       --log-file "$RUN/log/nova-$svc.log"
