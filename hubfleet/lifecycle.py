@@ -147,12 +147,23 @@ def course_status(store: StateStore, name: str, *, probe: bool = True) -> tuple[
         return instance, None, []
     problems: list[str] = []
     provider = provider_for(store, name, instance.provider, lambda k, m: None)
-    live = {h.name for h in provider.hosts()}
+    live_hosts = provider.hosts()
+    live = {h.name: h for h in live_hosts}
     for host in instance.hosts:
         if host["name"] not in live:
             problems.append(f"host {host['name']} has disappeared; `hubfleet create` brings it back")
-    token = store.get_secret(name, "hub-api-token")
+        elif live[host["name"]].ssh_port == 0:
+            problems.append(f"host {host['name']} is stopped; `hubfleet create` starts it again")
     url = instance.outputs.get("url")
+    if not problems and live_hosts:
+        # A restarted host may answer on new ports: the URL follows the hosts, not the record.
+        course = parse_course(instance.descriptor, source="recorded descriptor", today=dt.date.min)
+        fresh = tls.public_url(course, live_hosts)
+        if fresh != url:
+            instance = store.update(name, outputs={**instance.outputs, "url": fresh},
+                                    hosts=[h.to_dict() for h in live_hosts])
+            url = fresh
+    token = store.get_secret(name, "hub-api-token")
     health = None
     if url and token and not problems:
         health = check(url, token, probe=probe)
