@@ -48,6 +48,9 @@ def write_inventory(directory: Path, hosts: list[Host], variables: dict, ssh_key
             "ansible_port": host.ssh_port,
             "ansible_user": host.ssh_user,
             "hubfleet_private_address": host.private_address or host.address,
+            # A backend may need its own SSH options per host (e.g. a jump host for private workers).
+            **({"ansible_ssh_common_args": host.extra["ansible_ssh_common_args"]}
+               if host.extra.get("ansible_ssh_common_args") else {}),
         }
     data = {"all": {
         "vars": {"ansible_ssh_private_key_file": str(ssh_key), **variables},

@@ -46,8 +46,30 @@ def _recorder(store: StateStore, name: str, progress: Progress | None) -> Progre
 
 
 def provider_for(store: StateStore, course_name: str, provider: str, progress: Progress) -> Provider:
-    return get_provider(provider, course_name, store.instance_dir(course_name),
+    # The path only: nothing is written until the provider creates something.
+    return get_provider(provider, course_name, store.dir / "instances" / course_name,
                         lambda message: progress("info", message))
+
+
+def plan_for(store: StateStore, course: Course, *, flavors: Path | None = None, hosts: int | None = None,
+             strict: bool = True) -> tuple[Plan, list[str]]:
+    """Size the course against the backend's real flavors when it has them, else the packaged catalogue.
+
+    With strict=False (the `plan` verb), a backend that cannot be asked (no site file, cloud down)
+    falls back to the packaged catalogue and says so instead of failing.
+    """
+    notes: list[str] = []
+    catalogue = load_catalogue(course.provider, flavors) if flavors else None
+    if catalogue is None:
+        provider = provider_for(store, course.name, course.provider, lambda k, m: None)
+        try:
+            catalogue = provider.catalogue()
+        except HubfleetError as exc:
+            if strict:
+                raise
+            notes.append(f"planned against the packaged flavors: {exc.message}")
+    plan = plan_course(course, catalogue or load_catalogue(course.provider), hosts_override=hosts)
+    return plan, notes
 
 
 def role_variables(course: Course, plan: Plan, hosts: list[Host]) -> dict:
@@ -79,10 +101,11 @@ def ensure_secrets(store: StateStore, course: Course) -> dict:
 
 
 def create_course(store: StateStore, course: Course, *, progress: Progress | None = None,
-                  probe: bool = True, verbosity: int = 0) -> CreateResult:
+                  probe: bool = True, verbosity: int = 0, flavors: Path | None = None,
+                  hosts: int | None = None) -> CreateResult:
     """Descriptor to working hub; safe to run again on a live or half-made course."""
     started = time.monotonic()
-    plan = plan_course(course, load_catalogue(course.provider))
+    plan, _ = plan_for(store, course, flavors=flavors, hosts=hosts)
     with store.lock(course.name, "create"):
         existing = store.find(course.name)
         if existing and existing.status not in ("archived",) and existing.provider != course.provider:
@@ -106,6 +129,7 @@ def create_course(store: StateStore, course: Course, *, progress: Progress | Non
 def _create(store, course, plan, record, probe, verbosity):
     workdir = store.instance_dir(course.name)
     provider = provider_for(store, course.name, course.provider, record)
+    provider.domain = course.domain
     problems = provider.check(list(plan.hosts))
     if problems:
         raise ProvisionError("pre-flight failed, nothing was created:\n  - " + "\n  - ".join(problems))

@@ -15,4 +15,4 @@ run() {
 }
 
 run tests/unit -q
-HUBFLEET_REQUIRE_DOCKER=1 run tests/integration -q -p no:cacheprovider "$@"
+HUBFLEET_REQUIRE_DOCKER=1 HUBFLEET_REQUIRE_OPENSTACK=1 run tests/integration -q -p no:cacheprovider "$@"

@@ -7,7 +7,9 @@ from rich.table import Table
 
 from hubfleet.app import Application
 from hubfleet.descriptor import format_bytes, load_course
-from hubfleet.sizing import Plan, load_catalogue, plan_course
+from hubfleet.errors import HubfleetError
+from hubfleet.lifecycle import plan_for, provider_for
+from hubfleet.sizing import Plan
 
 
 @click.command("plan")
@@ -30,11 +32,28 @@ def command(app: Application, descriptor: Path, flavors: Path | None, hosts: int
     CPU = concurrent x CPU per user x 1.2 + 0.25; disk = students x disk per user + 10 GiB a host.
     """
     course = load_course(descriptor)
-    plan = plan_course(course, load_catalogue(course.provider, flavors), hosts_override=hosts)
+    plan, notes = plan_for(app.store, course, flavors=flavors, hosts=hosts, strict=False)
+    preflight: list[str] | None = None
+    if not notes:  # the backend answered: ask it whether it can provision this plan
+        try:
+            preflight = provider_for(app.store, course.name, course.provider, lambda k, m: None).check(list(plan.hosts))
+        except HubfleetError as exc:
+            notes.append(f"pre-flight not run: {exc.message}")
     if as_json:
-        app.print_json(plan.to_dict())
-        return
-    render_plan(app, plan)
+        app.print_json({**plan.to_dict(), "preflight": preflight, "plan_notes": notes})
+    else:
+        render_plan(app, plan)
+        for note in notes:
+            app.warn(note)
+        if preflight is not None:
+            if preflight:
+                app.out.print("pre-flight: NOT ready", markup=False)
+                for problem in preflight:
+                    app.out.print(f"  - {problem}", markup=False)
+            else:
+                app.out.print("pre-flight: ready", markup=False)
+    if preflight:
+        raise SystemExit(5)
 
 
 def render_plan(app: Application, plan: Plan) -> None:

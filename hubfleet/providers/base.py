@@ -52,6 +52,7 @@ class Provider(ABC):
         self.course_name = course_name
         self.workdir = Path(workdir)  # the course's private state directory (keys, tfstate...)
         self.progress: Progress = progress or (lambda message: None)
+        self.domain: str | None = None  # the course's DNS name, for backends that manage DNS records
 
     @abstractmethod
     def ensure_hosts(self, specs: list[HostSpec], ssh_public_key: str) -> list[Host]:
@@ -76,6 +77,10 @@ class Provider(ABC):
     def inventory_vars(self) -> dict:
         """Extra Ansible variables every host of this backend needs."""
         return {}
+
+    def catalogue(self):
+        """The flavors this backend really offers (a sizing.Catalogue), or None for the packaged one."""
+        return None
 
     def check(self, specs: list[HostSpec]) -> list[str]:
         """Pre-flight: reasons the plan cannot be provisioned (empty when it can)."""

@@ -494,6 +494,9 @@ class OpenStackProvider(Provider):
 
     # --- the interface -------------------------------------------------------------------
 
+    def catalogue(self) -> Catalogue:
+        return real_catalogue(self.site, connection=self._conn)
+
     def check(self, specs: list[HostSpec]) -> list[str]:
         return _preflight(self.site, self.course_name, specs, connection=self._conn).problems
 

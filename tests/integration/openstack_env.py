@@ -17,15 +17,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "openstack-dev.sh"
-MARKER = ("openstack: needs the local OpenStack services (scripts/openstack-dev.sh); skipped unless "
-          "HUBFLEET_REQUIRE_OPENSTACK=1 or they are running")
-
-
-def register_marker() -> None:
-    """Until pyproject.toml lists the `openstack` marker, register it for this run (--strict-markers)."""
-    config = getattr(pytest.mark, "_config", None)
-    if config is not None and not any(line.startswith("openstack:") for line in config.getini("markers")):
-        config.addinivalue_line("markers", MARKER)
 
 
 @dataclass

@@ -22,9 +22,8 @@ from hubfleet.providers.openstack import OpenStackProvider, preflight, real_cata
 from hubfleet.site import parse_site
 from hubfleet.sizing import plan_course
 
-from .openstack_env import admin_conn, dev_cloud, member_conn, register_marker, tagged_everywhere  # noqa: F401
+from .openstack_env import admin_conn, dev_cloud, member_conn, tagged_everywhere  # noqa: F401
 
-register_marker()
 pytestmark = [
     pytest.mark.openstack,
     pytest.mark.timeout(300),
