@@ -12,7 +12,6 @@
     text.textContent = event.message;  // text, never HTML: messages come from hosts and users
     item.appendChild(time); item.appendChild(document.createTextNode(" ")); item.appendChild(text);
     list.appendChild(item);
-    list.scrollTop = list.scrollHeight;
   }
 
   function poll() {
