@@ -22,7 +22,9 @@ SHOWS_EVENTS = (APPROVED, PROVISIONING, READY, FAILED, ARCHIVING, ARCHIVED)
 
 def _safe_next(target: str | None) -> str:
     """Only a path on this site: a sign-in link must not send people elsewhere."""
-    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+    # Browsers read "/\\evil.example" as "//evil.example": refuse backslashes too.
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target \
+            and not urlsplit(target).netloc:
         return target
     return url_for("portal.index")
 
@@ -45,7 +47,8 @@ def login():
         address = request.remote_addr or "unknown"
         blocked = p.throttle.blocked(login_name, address)
         if blocked:
-            return render_template("login.html", error=blocked, login=login_name), 429
+            retry_after = {"Retry-After": str(p.config.login_limits.window_seconds)}
+            return render_template("login.html", error=blocked, login=login_name), 429, retry_after
         user = p.auth.authenticate(login_name, password) if login_name and password else None
         if user is None:
             p.throttle.failed(login_name, address)

@@ -334,6 +334,7 @@ def test_twenty_wrong_passwords_are_throttled_with_429(app):
     assert codes[:5] == [401] * 5 and set(codes[5:]) == {429}
     response = client.sign_in(TEACHER, PASSWORD)  # even the right password waits
     assert response.status_code == 429 and "Too many failed sign-ins for this account" in response.text
+    assert response.headers["Retry-After"] == "900"
     assert Client(app, OTHER).get("/requests").status_code == 200  # other accounts are not locked out...
 
 
@@ -360,6 +361,16 @@ def test_sign_in_starts_a_new_session_and_sign_out_ends_it(app):
     assert client.token != before  # the token seen before sign-in is worthless after it
     client.post("/logout")
     assert client.get("/requests").status_code == 302
+
+
+@pytest.mark.parametrize("target, lands_on", [("/requests/new", "/requests/new"), ("//evil.example/x", "/"),
+                                              ("/\\evil.example", "/"), ("https://evil.example/", "/")])
+def test_sign_in_only_returns_to_pages_of_the_portal(app, target, lands_on):
+    client = Client(app)
+    client.get("/login")
+    response = client.http.post(f"/login?next={target}", data={"csrf_token": client.token, "login": TEACHER,
+                                                                "password": PASSWORD})
+    assert response.headers["Location"] == lands_on
 
 
 def test_session_cookie_is_httponly_lax_and_secure_behind_https(tmp_path):
