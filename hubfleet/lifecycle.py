@@ -85,6 +85,8 @@ def role_variables(course: Course, plan: Plan, hosts: list[Host]) -> dict:
         "hub_concurrent_spawn_limit": plan.spawn_limit,
         "hub_active_server_limit": plan.active_server_limit,
         "hub_volume_prefix": "hubfleet-user-",
+        "hub_node_capacity": plan.users_per_host,
+        "swarm_course": course.name,
         "proxy_domain": course.domain,
         **auth.role_variables(course),
         **tls.role_variables(course, hosts),
@@ -105,6 +107,11 @@ def create_course(store: StateStore, course: Course, *, progress: Progress | Non
                   hosts: int | None = None) -> CreateResult:
     """Descriptor to working hub; safe to run again on a live or half-made course."""
     started = time.monotonic()
+    existing = store.find(course.name)
+    live = existing and existing.status != "archived"
+    # A re-run keeps what `create --hosts/--flavors` or `scale` chose, unless told otherwise.
+    flavors = flavors or (Path(existing.outputs["flavors"]) if live and existing.outputs.get("flavors") else None)
+    hosts = hosts or (existing.outputs.get("hosts_wanted") if live else None)
     plan, _ = plan_for(store, course, flavors=flavors, hosts=hosts)
     with store.lock(course.name, "create"):
         existing = store.find(course.name)
@@ -115,7 +122,8 @@ def create_course(store: StateStore, course: Course, *, progress: Progress | Non
         record = _recorder(store, course.name, progress)
         store.update(course.name, status="provisioning", error=None)
         try:
-            result = _create(store, course, plan, record, probe, verbosity)
+            result = _create(store, course, plan, record, probe, verbosity,
+                             {"flavors": str(flavors) if flavors else None, "hosts_wanted": hosts})
         except HubfleetError as exc:
             store.update(course.name, status="failed", error=str(exc))
             record("failed", str(exc))
@@ -126,7 +134,7 @@ def create_course(store: StateStore, course: Course, *, progress: Progress | Non
     return CreateResult(result[0], plan, result[1], time.monotonic() - started, result[2])
 
 
-def _create(store, course, plan, record, probe, verbosity):
+def _create(store, course, plan, record, probe, verbosity, choices):
     workdir = store.instance_dir(course.name)
     provider = provider_for(store, course.name, course.provider, record)
     provider.domain = course.domain
@@ -151,7 +159,7 @@ def _create(store, course, plan, record, probe, verbosity):
     record("ok", f"configured: {run.changed} change(s)")
 
     url = tls.public_url(course, hosts)
-    outputs = {"url": url, "admin_user": ADMIN_USER, "flavor": plan.flavor,
+    outputs = {"url": url, "admin_user": ADMIN_USER, "flavor": plan.flavor, **choices,
                "configured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     store.update(course.name, outputs=outputs)
     record("step", "health check: a probe user starts a server and runs code" if probe else "health check: hub API")

@@ -13,9 +13,13 @@ from hubfleet.lifecycle import create_course
 @click.command("create")
 @click.argument("descriptor", type=click.Path(path_type=Path))
 @click.option("--no-probe", is_flag=True, help="Skip the end-to-end probe (start a server, run code) at the end.")
+@click.option("--flavors", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Plan against this flavor catalogue YAML instead of the backend's.")
+@click.option("--hosts", type=click.IntRange(1, 64), help="Use this many hosts (at least what the plan needs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the resulting instance as JSON on stdout.")
 @click.pass_obj
-def command(app: Application, descriptor: Path, no_probe: bool, as_json: bool) -> None:
+def command(app: Application, descriptor: Path, no_probe: bool, flavors: Path | None, hosts: int | None,
+            as_json: bool) -> None:
     """Create a course's hub from its descriptor, or finish / update an existing one.
 
     Validates, plans, provisions the hosts, configures them with Ansible, checks that a user can
@@ -28,7 +32,8 @@ def command(app: Application, descriptor: Path, no_probe: bool, as_json: bool) -
       hubfleet credentials workshop      # the password to log in with
     """
     course = load_course(descriptor)
-    result = create_course(app.store, course, progress=printer(app), probe=not no_probe, verbosity=app.verbosity)
+    result = create_course(app.store, course, progress=printer(app), probe=not no_probe, verbosity=app.verbosity,
+                           flavors=flavors, hosts=hosts)
     if as_json:
         app.print_json({**result.instance.to_dict(), "health": result.health.to_dict(),
                         "seconds": round(result.seconds, 1), "changed": result.changed})

@@ -28,7 +28,11 @@ def test_hub_api_answers_and_knows_the_service(host):
     assert host.run("pgrep -f jupyterhub_idle_culler").rc == 0, "the idle culler runs as a hub service"
 
 
-def test_students_network_and_hub_api_on_its_gateway(host):
-    gateway = host.check_output("docker network inspect hubfleet --format '{{(index .IPAM.Config 0).Gateway}}'")
-    assert host.socket(f"tcp://{gateway}:8081").is_listening
+def test_swarm_overlay_and_hub_api_on_the_course_address(host):
+    assert host.check_output("docker info --format '{{.Swarm.LocalNodeState}}'") == "active"
+    assert host.check_output("docker network inspect hubfleet-overlay --format '{{.Driver}}'") == "overlay"
+    address = host.check_output("hostname -I").split()[0]
+    assert host.socket(f"tcp://{address}:8081").is_listening
     assert not host.socket("tcp://0.0.0.0:8081").is_listening
+    config = host.file("/etc/jupyterhub/jupyterhub_config.py").content_string
+    assert 'c.JupyterHub.spawner_class = "hubfleet_spawner.PinnedSwarmSpawner"' in config
