@@ -148,6 +148,36 @@ def run_playbook(playbook: str, *, workdir: Path, inventory: Path, secrets: dict
     return result
 
 
+def run_command(command: str, *, hosts: str, workdir: Path, inventory: Path, timeout: int = 120) -> dict[str, str]:
+    """Run one shell command on the hosts matching `hosts`; returns each host's stdout.
+
+    For read-only questions (node lists, volumes, memory); a host that fails or is unreachable
+    is missing from the answer.
+    """
+    import ansible_runner
+
+    private = workdir / "runner"
+    private.mkdir(parents=True, exist_ok=True, mode=0o700)
+    answers: dict[str, str] = {}
+
+    def on_event(event: dict) -> bool:
+        data = event.get("event_data", {})
+        if event.get("event") == "runner_on_ok":
+            answers[data.get("host")] = (data.get("res") or {}).get("stdout", "")
+        return False
+
+    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=120s",
+           "ANSIBLE_CONTROL_PATH_DIR": str(private / "cp")}
+    ansible_runner.run(private_data_dir=str(private), inventory=str(inventory), host_pattern=hosts,
+                       module="shell", module_args=command, envvars=env, quiet=True, event_handler=on_event,
+                       rotate_artifacts=5, suppress_env_files=True, timeout=timeout)
+    for recorded in (private / "artifacts").glob("*/command"):
+        recorded.unlink(missing_ok=True)
+    return answers
+
+
 def ensure_ssh_key(directory: Path) -> tuple[Path, str]:
     """The course's own SSH key (ed25519), created once; returns (private key path, public key)."""
     from cryptography.hazmat.primitives import serialization

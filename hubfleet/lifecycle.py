@@ -85,7 +85,7 @@ def role_variables(course: Course, plan: Plan, hosts: list[Host]) -> dict:
         "hub_concurrent_spawn_limit": plan.spawn_limit,
         "hub_active_server_limit": plan.active_server_limit,
         "hub_volume_prefix": "hubfleet-user-",
-        "hub_node_capacity": plan.users_per_host,
+        "hub_node_capacity": plan.node_capacity,
         "swarm_course": course.name,
         "proxy_domain": course.domain,
         **auth.role_variables(course),
@@ -172,11 +172,114 @@ def _create(store, course, plan, record, probe, verbosity, choices):
     return instance, health, run.changed
 
 
-def course_status(store: StateStore, name: str, *, probe: bool = True) -> tuple[Instance, Health | None, list[str]]:
-    """The recorded state, plus live health and the hosts as the provider sees them now."""
+VOLUMES_COMMAND = "docker volume ls -q --filter name=hubfleet-user- | grep -v '^hubfleet-user-hubfleet-probe$' || true"
+
+
+def scale_course(store: StateStore, name: str, count: int, *, progress: Progress | None = None,
+                 verbosity: int = 0) -> CreateResult:
+    """Give a live course `count` hosts: new ones join its Swarm; removed ones must hold no student's work."""
     instance = store.get(name)
     if instance.status == "archived":
-        return instance, None, []
+        raise HubfleetError(f"course {name!r} is archived", hint=f"create it again with `hubfleet create`")
+    course = parse_course(instance.descriptor, source="recorded descriptor", today=dt.date.min)
+    flavors = Path(instance.outputs["flavors"]) if instance.outputs.get("flavors") else None
+    plan_for(store, course, flavors=flavors, hosts=count)  # refuses a count the load does not fit, first
+    if count < len(instance.hosts):
+        with store.lock(name, "scale"):
+            _remove_empty_hosts(store, instance, count, _recorder(store, name, progress))
+    return create_course(store, course, progress=progress, probe=False, verbosity=verbosity, hosts=count)
+
+
+def _remove_empty_hosts(store: StateStore, instance: Instance, count: int, record: Progress) -> None:
+    provider = provider_for(store, instance.name, instance.provider, record)
+    hosts = provider.hosts()
+    going = [h for h in hosts if h.role != "hub"][max(0, count - 1):]
+    workdir = store.instance_dir(instance.name)
+    inventory = ansible.write_inventory(workdir, hosts, provider.inventory_vars(), workdir / "secrets" / "id_ed25519")
+    held = ansible.run_command(VOLUMES_COMMAND, hosts=",".join(h.name for h in going), workdir=workdir,
+                               inventory=inventory)
+    unanswered = [h.name for h in going if h.name not in held]
+    if unanswered:
+        raise ProvisionError(f"cannot tell whether {', '.join(unanswered)} hold students' work (unreachable); "
+                             "nothing was removed", hint="run `hubfleet create` to bring them back first")
+    busy = {host: out.split() for host, out in held.items() if out.split()}
+    if busy:
+        detail = "; ".join(f"{host} holds {len(v)} student volume(s) ({', '.join(v[:3])}"
+                           f"{', ...' if len(v) > 3 else ''})" for host, v in sorted(busy.items()))
+        raise ProvisionError(f"shrinking {instance.name} would lose students' work: {detail}; nothing was removed",
+                             hint="keep the hosts, or archive the course with `hubfleet destroy` first")
+    for host in going:
+        record("step", f"draining and removing {host.name}")
+        ansible.run_command(f"docker node update --availability drain {host.name} >/dev/null && echo ok",
+                            hosts="hub", workdir=workdir, inventory=inventory)
+    provider.remove_hosts([h.name for h in going])
+    ansible.run_command(" && ".join(f"docker node rm --force {h.name}" for h in going), hosts="hub",
+                        workdir=workdir, inventory=inventory)
+    store.update(instance.name, hosts=[h.to_dict() for h in provider.hosts()])
+
+
+NODES_COMMAND = (  # raw: Ansible would template Docker's {{ }} format
+    "for n in $(docker node ls -q); do docker node inspect -f "
+    "'{% raw %}{{.Description.Hostname}} {{.Status.State}} {{.Spec.Availability}}{% endraw %}' $n | tr '\\n' ' '; "
+    "docker node ps $n -q --filter desired-state=running | wc -l; done"
+)
+MEMORY_COMMAND = "free -b | awk '/^Mem:/ {print $3, $2}'"
+
+
+@dataclass
+class Node:
+    host: str
+    state: str  # ready | down | unknown
+    availability: str
+    servers: int
+    memory_used: int | None = None
+    memory_total: int | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def course_nodes(store: StateStore, instance: Instance, hosts: list[Host], provider: Provider) -> list[Node]:
+    """Every node of the course's Swarm as its manager sees it, with each host's memory."""
+    workdir = store.instance_dir(instance.name)
+    reachable = [h for h in hosts if h.ssh_port]
+    if not reachable:
+        return []
+    inventory = ansible.write_inventory(workdir, reachable, provider.inventory_vars(),
+                                        workdir / "secrets" / "id_ed25519")
+    listing = ansible.run_command(NODES_COMMAND, hosts="hub", workdir=workdir, inventory=inventory)
+    memory = ansible.run_command(MEMORY_COMMAND, hosts="all", workdir=workdir, inventory=inventory)
+    nodes = []
+    for line in next(iter(listing.values()), "").splitlines():
+        parts = line.split()
+        if len(parts) == 4:
+            used, total = (memory.get(parts[0], "").split() + [None, None])[:2]
+            nodes.append(Node(parts[0], parts[1], parts[2], int(parts[3]),
+                              int(used) if used else None, int(total) if total else None))
+    return nodes
+
+
+@dataclass
+class StatusReport:
+    instance: Instance
+    health: Health | None
+    problems: list[str]
+    nodes: list[Node]
+
+    @property
+    def healthy(self) -> bool:
+        return self.health is not None and self.health.ok and not self.problems
+
+    def to_dict(self) -> dict:
+        return {**self.instance.to_dict(), "health": self.health.to_dict() if self.health else None,
+                "problems": self.problems, "nodes": [n.to_dict() for n in self.nodes], "healthy": self.healthy}
+
+
+def course_status(store: StateStore, name: str, *, probe: bool = True) -> StatusReport:
+    """The recorded state, plus live health, the hosts as the provider sees them and the Swarm's nodes."""
+    instance = store.get(name)
+    if instance.status == "archived":
+        return StatusReport(instance, None, [], [])
     problems: list[str] = []
     provider = provider_for(store, name, instance.provider, lambda k, m: None)
     live_hosts = provider.hosts()
@@ -187,19 +290,21 @@ def course_status(store: StateStore, name: str, *, probe: bool = True) -> tuple[
         elif live[host["name"]].ssh_port == 0:
             problems.append(f"host {host['name']} is stopped; `hubfleet create` starts it again")
     url = instance.outputs.get("url")
-    if not problems and live_hosts:
+    hub_alive = any(h.role == "hub" and h.ssh_port for h in live_hosts)
+    if hub_alive:
         # A restarted host may answer on new ports: the URL follows the hosts, not the record.
         course = parse_course(instance.descriptor, source="recorded descriptor", today=dt.date.min)
         fresh = tls.public_url(course, live_hosts)
         if fresh != url:
-            instance = store.update(name, outputs={**instance.outputs, "url": fresh},
-                                    hosts=[h.to_dict() for h in live_hosts])
+            instance = store.update(name, outputs={**instance.outputs, "url": fresh})
             url = fresh
+    nodes: list[Node] = []
+    if hub_alive and (store.dir / "instances" / name / "secrets" / "id_ed25519").exists():
+        nodes = course_nodes(store, instance, live_hosts, provider)
+        problems += [f"node {n.host} is {n.state}" for n in nodes if n.state != "ready"]
     token = store.get_secret(name, "hub-api-token")
-    health = None
-    if url and token and not problems:
-        health = check(url, token, probe=probe)
-    return instance, health, problems
+    health = check(url, token, probe=probe) if url and token and hub_alive else None
+    return StatusReport(instance, health, problems, nodes)
 
 
 def destroy_course(store: StateStore, name: str, *, archive: bool = True,

@@ -56,6 +56,7 @@ class Plan:
     disk_needed: int
     hosts: tuple[HostSpec, ...]
     users_per_host: int  # concurrent users one host of the chosen flavor carries
+    node_capacity: int  # servers a node without the hub carries: the same whatever the host count
     mem_limit: int
     cpu_limit: float
     disk_per_user: int
@@ -202,7 +203,7 @@ def plan_course(course: Course, catalogue: Catalogue, *, headroom: float = DEFAU
         course=course.name, provider=course.provider, students=load.students, concurrent_users=concurrent,
         memory_needed=memory_needed, cpu_needed=cpu_needed,
         disk_needed=load.students * disk_user + n * BASE_DISK, hosts=specs,
-        users_per_host=per_host if n > 1 else first, mem_limit=mem_user, cpu_limit=cpu_user,
+        users_per_host=per_host if n > 1 else first, node_capacity=per_host, mem_limit=mem_user, cpu_limit=cpu_user,
         disk_per_user=disk_user, spawn_limit=spawn_limit_for(n * flavor.vcpus),
         active_server_limit=capacity, cost_per_day=cost, currency=catalogue.currency, notes=tuple(notes),
     )

@@ -23,18 +23,23 @@ def command(app: Application, name: str, no_probe: bool, as_json: bool) -> None:
       hubfleet status workshop --json --no-probe
     """
     with app.status(f"checking {name}"):
-        instance, health, problems = course_status(app.store, name, probe=not no_probe)
-    all_problems = problems + (health.problems if health else [])
+        report = course_status(app.store, name, probe=not no_probe)
+    instance, health = report.instance, report.health
+    all_problems = report.problems + (health.problems if health else [])
     healthy = health is not None and health.api and not all_problems and (no_probe or health.probe)
     if as_json:
-        app.print_json({**instance.to_dict(), "health": health.to_dict() if health else None,
-                        "problems": all_problems, "healthy": healthy})
+        app.print_json({**report.to_dict(), "problems": all_problems, "healthy": healthy})
     else:
         click.echo(f"{instance.name}: {instance.status} ({instance.provider})")
         if instance.outputs.get("url"):
             click.echo(f"url: {instance.outputs['url']}")
-        for host in instance.hosts:
-            click.echo(f"host {host['name']} ({host['role']})")
+        for node in report.nodes:
+            memory = (f", memory {node.memory_used / 2**30:.1f} of {node.memory_total / 2**30:.1f} GiB used"
+                      if node.memory_used is not None else "")
+            click.echo(f"node {node.host}: {node.state}, {node.availability}, {node.servers} server(s){memory}")
+        if not report.nodes:
+            for host in instance.hosts:
+                click.echo(f"host {host['name']} ({host['role']})")
         if health:
             click.echo(f"hub: JupyterHub {health.version}, {health.users} user(s), "
                        f"{len(health.running)} server(s) running")

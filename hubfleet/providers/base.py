@@ -70,6 +70,13 @@ class Provider(ABC):
     def destroy_hosts(self) -> None:
         """Remove every resource of the course; idempotent, resumable after an interruption."""
 
+    def remove_hosts(self, names: list[str]) -> None:
+        """Remove these hosts (already emptied of students' work) and what belongs to them alone."""
+        from hubfleet.errors import HubfleetError
+
+        raise HubfleetError(f"the {self.name} provider cannot remove single hosts yet",
+                            hint="keep the hosts, or archive and recreate the course with fewer")
+
     @abstractmethod
     def leftovers(self) -> list[str]:
         """Anything still labelled/tagged with the course (should be empty after destroy)."""

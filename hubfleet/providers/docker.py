@@ -138,6 +138,15 @@ class DockerProvider(Provider):
         if networks:
             run_docker(["network", "rm", *networks])
 
+    def remove_hosts(self, names: list[str]) -> None:
+        ours = {h.name for h in self.hosts()}
+        for name in names:
+            if name not in ours:
+                continue
+            self.progress(f"removing host {name}")
+            run_docker(["rm", "-f", "-v", name], timeout=600)
+            run_docker(["volume", "rm", "-f", f"{name}-docker"], timeout=600)
+
     def leftovers(self) -> list[str]:
         found = [f"container {name}" for name in self._labelled("ps", "-a", "--format", "{{.Names}}")]
         found += [f"volume {name}" for name in self._labelled("volume", "ls", "--format", "{{.Name}}")]
