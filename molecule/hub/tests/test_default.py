@@ -1,6 +1,7 @@
 """testinfra: JupyterHub runs under systemd with the course's settings and no secret in its config."""
 
 import json
+import re
 
 
 def test_hub_service_runs_and_is_enabled(host):
@@ -31,8 +32,9 @@ def test_hub_api_answers_and_knows_the_service(host):
 def test_swarm_overlay_and_hub_api_on_the_course_address(host):
     assert host.check_output("docker info --format '{{.Swarm.LocalNodeState}}'") == "active"
     assert host.check_output("docker network inspect hubfleet-overlay --format '{{.Driver}}'") == "overlay"
-    address = host.check_output("hostname -I").split()[0]
+    config = host.file("/etc/jupyterhub/jupyterhub_config.py").content_string
+    address = re.search(r'hub_bind_url = "http://([0-9.]+):8081"', config).group(1)
+    assert address == host.ansible("setup")["ansible_facts"]["ansible_default_ipv4"]["address"]
     assert host.socket(f"tcp://{address}:8081").is_listening
     assert not host.socket("tcp://0.0.0.0:8081").is_listening
-    config = host.file("/etc/jupyterhub/jupyterhub_config.py").content_string
     assert 'c.JupyterHub.spawner_class = "hubfleet_spawner.PinnedSwarmSpawner"' in config
