@@ -7,8 +7,9 @@ Prints figures; asserts nothing. Talks only to 127.0.0.1 and to the containers i
     .venv/bin/python bench/embedded.py --spawns 20
 
 Spawn latency is login → own server → a kernel runs code, per student, one at a time; the
-floor is a bare `docker run` of the same notebook image on the same host's engine until its
-HTTP answers, measured in the same run.
+floor is a bare `docker run` of the same notebook image on the same host's engine, with the same
+CPU and memory limits as a student's server, until its HTTP answers, measured in the same run
+(and once more without limits, for reference).
 """
 
 from __future__ import annotations
@@ -49,12 +50,12 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
 
-def floor_run(host: str, image: str) -> float:
+def floor_run(host: str, image: str, limits: str = "") -> float:
     """A bare container of the notebook image on the host's engine, until its HTTP answers."""
     script = f"""
 set -e
 start=$(date +%s.%N)
-cid=$(docker run -d --rm {image} jupyter server --ip=0.0.0.0 --port=8888 --ServerApp.token=bench)
+cid=$(docker run -d --rm {limits} {image} jupyter lab --ip=0.0.0.0 --port=8888 --ServerApp.token=bench)
 ip=$(docker inspect -f '{{{{range .NetworkSettings.Networks}}}}{{{{.IPAddress}}}}{{{{end}}}}' $cid)
 until curl -sf -o /dev/null "http://$ip:8888/api/status?token=bench"; do sleep 0.05; done
 end=$(date +%s.%N)
@@ -129,14 +130,17 @@ def main() -> None:
         for i in range(args.spawns):
             session = login_with_password(url, f"student{i:03d}", password)
             stop_own_server(session, url, f"student{i:03d}")
-        floors = [floor_run(host, data["image"]) for _ in range(args.floor_runs)]
+        limits = f"--cpus {data['load']['cpu_per_user']} --memory {data['load']['memory_per_user'].replace('i', '')}"
+        floors = [floor_run(host, data["image"], limits) for _ in range(args.floor_runs)]
+        bare = [floor_run(host, data["image"]) for _ in range(max(3, args.floor_runs // 3))]
 
         figures.update({
             "spawn_n": len(spawns),
             "spawn_median_s": round(statistics.median(spawns), 2),
             "spawn_p95_s": round(percentile(spawns, 95), 2),
             "floor_n": len(floors),
-            "floor_median_s": round(statistics.median(floors), 2),
+            "floor_median_s": round(statistics.median(floors), 2),  # same CPU/memory limits as a student
+            "floor_unlimited_median_s": round(statistics.median(bare), 2),
             "spawn_over_floor": round(statistics.median(spawns) / statistics.median(floors), 2),
             "idle_server_mib_median": round(statistics.median(memory), 1) if memory else None,
             "idle_server_mib_max": round(max(memory), 1) if memory else None,

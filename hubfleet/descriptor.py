@@ -34,6 +34,8 @@ UNITS = {
     "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4,
     "k": 1000, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
 }
+USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
+IDENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")
 SECRET_SOURCE_HELP = "write `generate` (hubfleet creates and stores it), `env:VAR` or `file:/path`"
 
 
@@ -69,6 +71,19 @@ def check_secret_source(value: str) -> str:
     ):
         return value
     raise ValueError(f"{value!r} is not a secret source — {SECRET_SOURCE_HELP}")
+
+
+def check_usernames(values: list[str]) -> list[str]:
+    for v in values:
+        if not USERNAME_RE.match(v):
+            raise ValueError(f"{v!r} is not a username — use lowercase letters, digits and . _ @ - (e.g. prof.smith)")
+    return values
+
+
+def check_ident(value: str, what: str) -> str:
+    if not IDENT_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid {what} — letters, digits and . _ : @ / + - only, no spaces")
+    return value
 
 
 def check_hostname(value: str) -> str:
@@ -125,6 +140,11 @@ class Lti11(Strict):
     def _secret(cls, v: str) -> str:
         return check_secret_source(v)
 
+    @field_validator("consumer_key")
+    @classmethod
+    def _key(cls, v: str | None) -> str | None:
+        return None if v is None else check_ident(v, "consumer key")
+
     @field_validator("username_key")
     @classmethod
     def _username_key(cls, v: str) -> str:
@@ -154,6 +174,16 @@ class Lti13(Strict):
         "sub", description="id_token claim that becomes the username (sub, email, name...)."
     )
     lms_origin: str | None = Field(None, description="Origin allowed to frame the hub.")
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, v: str) -> str:
+        return check_ident(v, "client id")
+
+    @field_validator("deployment_ids")
+    @classmethod
+    def _deployments(cls, v: list[str]) -> list[str]:
+        return [check_ident(d, "deployment id") for d in v]
 
     @field_validator("issuer", "authorize_url", "jwks_url")
     @classmethod
@@ -207,6 +237,19 @@ class Ldap(Strict):
                 raise ValueError(f"{t!r} has no {{username}} placeholder — e.g. uid={{username}},ou=people,dc=x")
         return v
 
+    @field_validator("allowed_groups")
+    @classmethod
+    def _groups(cls, v: list[str]) -> list[str]:
+        for dn in v:
+            if not re.match(r"^[^\x00-\x1f\"'{}]+=[^\x00-\x1f\"'{}]+$", dn):
+                raise ValueError(f"{dn!r} is not a group DN — e.g. cn=numerics,ou=groups,dc=example,dc=edu")
+        return v
+
+    @field_validator("admin_users")
+    @classmethod
+    def _admins(cls, v: list[str]) -> list[str]:
+        return check_usernames(v)
+
     @model_validator(mode="after")
     def _shape(self) -> "Ldap":
         problems = []
@@ -230,6 +273,11 @@ class SharedPassword(Strict):
     password: str = Field("generate", description=f"Secret source of the password: {SECRET_SOURCE_HELP}.")
     min_length: int = Field(12, ge=8, le=128, description="Shortest password accepted (8 or more).")
     admin_users: list[str] = Field(default_factory=list, description="Usernames made hub admins.")
+
+    @field_validator("admin_users")
+    @classmethod
+    def _admins(cls, v: list[str]) -> list[str]:
+        return check_usernames(v)
 
     @field_validator("password")
     @classmethod

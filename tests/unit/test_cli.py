@@ -68,7 +68,7 @@ def test_plan_json(run, descriptor):
     assert result.exit_code == 0
     plan = json.loads(result.output)
     assert plan["concurrent_users"] == 15 and len(plan["hosts"]) == 1
-    assert plan["limits"] == {"memory": "512Mi", "cpu": 0.25, "disk": "1Gi"}
+    assert plan["limits"] == {"memory": "512Mi", "cpu": 0.5, "disk": "1Gi"}
 
 
 @pytest.mark.parametrize("example", ["mooc-queues", "moodle-course", "teaching-ldap", "workshop"])

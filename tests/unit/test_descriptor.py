@@ -141,3 +141,18 @@ def test_fuzzed_bad_values_give_field_named_messages(workshop_data, field, value
             assert p.message and isinstance(p.message, str)
         top = field.split(".")[0]
         assert any(p.path.startswith(top) for p in exc.problems), [str(p) for p in exc.problems]
+
+
+@pytest.mark.parametrize("bad", ['<script>alert(1)</script>', 'a"b', "Prof Smith", "x\ny"])
+def test_admin_usernames_are_restricted(workshop_data, bad):
+    workshop_data["authenticator"]["admin_users"] = [bad]
+    assert "not a username" in problems(workshop_data)["authenticator.admin_users"]
+
+
+def test_lti_identifiers_are_restricted(workshop_data):
+    workshop_data["authenticator"] = {"kind": "lti13", "issuer": "https://lms.example.edu", "client_id": "a b",
+                                      "deployment_ids": ["1", "x'y"], "authorize_url": "https://lms.example.edu/a",
+                                      "jwks_url": "https://lms.example.edu/j"}
+    found = problems(workshop_data)
+    assert "not a valid client id" in found["authenticator.client_id"]
+    assert "not a valid deployment id" in found["authenticator.deployment_ids"]
