@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -23,22 +22,12 @@ import yaml
 from hubfleet.jupyter import execute, login_with_password, start_own_server, stop_own_server
 from hubfleet.state import StateStore
 from tests.conftest import EXAMPLES, future
+from tests.integration.cli_helpers import HUBFLEET, hubfleet, labelled
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-HUBFLEET = [sys.executable, "-m", "hubfleet"]
 COURSE = "t-workshop"
 SECOND = "t-second"
-
-
-def docker_ok() -> bool:
-    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
-
-
-if not docker_ok():
-    if os.environ.get("HUBFLEET_REQUIRE_DOCKER") == "1":
-        raise RuntimeError("HUBFLEET_REQUIRE_DOCKER=1 but no Docker engine answers (scripts/ensure-docker.sh)")
-    pytest.skip("no Docker engine", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
@@ -47,29 +36,12 @@ def env(tmp_path_factory):
     return {**os.environ, "HUBFLEET_STATE_DIR": str(state), "PYTHONUNBUFFERED": "1"}
 
 
-def hubfleet(env, *args, timeout=900, check=True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*HUBFLEET, *args], env=env, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"hubfleet {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
 def descriptor(tmp_path_factory, name: str) -> Path:
     data = yaml.safe_load((EXAMPLES / "workshop.yaml").read_text())
     data.update(name=name, domain=f"{name}.hub.localhost", dates={"start": future(0), "end": future(7)})
     path = tmp_path_factory.mktemp(name) / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def labelled(course: str) -> list[str]:
-    found = []
-    for kind in ("container", "volume", "network"):
-        cmd = ["docker", kind, "ls", "-q", "--filter", f"label=hubfleet.course={course}"]
-        if kind == "container":
-            cmd = ["docker", "ps", "-aq", "--filter", f"label=hubfleet.course={course}"]
-        found += subprocess.run(cmd, capture_output=True, text=True).stdout.split()
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,164 @@
+"""A course larger than one host: the course's Swarm across Docker hosts.
+
+One course for the module, sized with a tiny flavor so that one host carries one student:
+it starts on one host, grows to two while a student's kernel runs, survives a killed worker,
+and is archived from both nodes. Tests run in file order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from hubfleet.jupyter import cookie_for, execute, login_with_password, start_own_server, stop_own_server
+from tests.conftest import EXAMPLES, future
+from tests.integration.cli_helpers import HUBFLEET, hubfleet, labelled
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+COURSE = "t-swarm"
+WORKER = f"{COURSE}-worker-1"
+# One student per node: 2 GiB / 1.3 headroom - 0.5 GiB hub = 1 GiB on the hub host, 1.5 GiB elsewhere.
+FLAVORS = {"currency": "EUR", "docker": [{"name": "d.test", "vcpus": 2, "ram": "2Gi", "disk": "20Gi"}]}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    import os
+
+    state = tmp_path_factory.mktemp("swarm-state")
+    return {**os.environ, "HUBFLEET_STATE_DIR": str(state), "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def course(env, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(COURSE)
+    flavors = folder / "flavors.yaml"
+    flavors.write_text(yaml.safe_dump(FLAVORS))
+    data = yaml.safe_load((EXAMPLES / "workshop.yaml").read_text())
+    data.update(name=COURSE, domain=f"{COURSE}.hub.localhost", dates={"start": future(0), "end": future(7)})
+    data["load"] = {"students": 2, "concurrent": 0.5, "memory_per_user": "1Gi", "cpu_per_user": 0.5,
+                    "disk_per_user": "1Gi"}
+    data.pop("tls", None)
+    path = folder / f"{COURSE}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    hubfleet(env, "create", str(path), "--flavors", str(flavors), "--no-probe")
+    creds = json.loads(hubfleet(env, "credentials", COURSE, "--json").stdout)
+    state = {"path": path, "password": creds["shared-password"], "files": {}}
+    yield state
+    if labelled(COURSE):
+        hubfleet(env, "destroy", COURSE, "--yes", "--no-archive", check=False)
+
+
+def status(env) -> dict:
+    proc = subprocess.run([*HUBFLEET, "status", COURSE, "--json", "--no-probe"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    return json.loads(proc.stdout)
+
+
+def servers_per_node(env) -> dict[str, int]:
+    return {n["host"]: n["servers"] for n in status(env)["nodes"]}
+
+
+def write_file(url: str, session: requests.Session, user: str) -> str:
+    code = (f"import hashlib, pathlib; p = pathlib.Path('/home/jovyan/{user}.txt'); "
+            f"p.write_text('{user} ' * 1000); print(hashlib.sha256(p.read_bytes()).hexdigest())")
+    result = execute(f"{url}/user/{user}", code, session=session)
+    assert result.status == "ok", result.error
+    return result.output.strip()
+
+
+def test_one_host_course_grows_to_two_while_a_kernel_runs(env, course):
+    first = status(env)
+    assert [n["host"] for n in first["nodes"]] == [f"{COURSE}-hub"]
+    url = first["url"]
+    alice = login_with_password(url, "alice", course["password"])
+    start_own_server(alice, url, "alice")
+    server = f"{url}/user/alice"
+    kernel = alice.post(f"{server}/api/kernels", json={"name": "python3"},
+                        headers={"X-XSRFToken": cookie_for(alice, "_xsrf", "/user/alice") or ""}).json()["id"]
+    assert execute(server, "x = 41", session=alice, kernel_id=kernel).status == "ok"
+
+    started = time.monotonic()
+    hubfleet(env, "scale", COURSE, "--hosts", "2")
+    print(f"adding a host to the live course: {time.monotonic() - started:.1f} s")
+
+    assert execute(server, "print(x + 1)", session=alice, kernel_id=kernel).output.strip() == "42"
+    nodes = servers_per_node(env)
+    assert nodes == {f"{COURSE}-hub": 1, WORKER: 0}
+    course.update(url=url, alice=alice)
+
+
+def test_students_spread_and_find_their_work_after_restart(env, course):
+    url = course["url"]
+    bob = login_with_password(url, "bob", course["password"])
+    start_own_server(bob, url, "bob")
+    assert servers_per_node(env) == {f"{COURSE}-hub": 1, WORKER: 1}, "bob goes to the least loaded node"
+    for user, session in (("alice", course["alice"]), ("bob", bob)):
+        course["files"][user] = write_file(url, session, user)
+        stop_own_server(session, url, user)
+        start_own_server(session, url, user)
+        again = execute(f"{url}/user/{user}", f"print(open('/home/jovyan/{user}.txt').read().count('{user}'))",
+                        session=session)
+        assert again.output.strip() == "1000", f"{user} must find their file on their node"
+    assert servers_per_node(env) == {f"{COURSE}-hub": 1, WORKER: 1}, "each student stays on their node"
+    stop_own_server(bob, url, "bob")
+
+
+def test_killed_worker_is_reported_new_students_still_spawn_and_create_recovers(env, course):
+    subprocess.run(["docker", "kill", WORKER], check=True, capture_output=True)
+    proc = subprocess.run([*HUBFLEET, "status", COURSE], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 7 and f"host {WORKER} is stopped" in proc.stderr
+
+    deadline = time.monotonic() + 90  # the manager marks the node down after missed heartbeats
+    while time.monotonic() < deadline:
+        if any(n["host"] == WORKER and n["state"] == "down" for n in status(env)["nodes"]):
+            break
+        time.sleep(3)
+    else:
+        pytest.fail("the manager never reported the killed worker down")
+
+    url = course["url"]
+    carol = login_with_password(url, "carol", course["password"])
+    start_own_server(carol, url, "carol")
+    assert execute(f"{url}/user/carol", "1+1", session=carol).output.strip() == "2"
+    stop_own_server(carol, url, "carol")
+
+    hubfleet(env, "create", str(course["path"]), "--no-probe")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        report = status(env)
+        if report["healthy"] and all(n["state"] == "ready" for n in report["nodes"]) and len(report["nodes"]) == 2:
+            break
+        time.sleep(3)
+    else:
+        pytest.fail(f"the course did not recover: {report['problems']}")
+    course["url"] = report["url"]
+
+
+def test_shrinking_refuses_while_the_worker_holds_a_student_volume(env, course):
+    proc = subprocess.run([*HUBFLEET, "scale", COURSE, "--hosts", "1"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 5
+    assert f"{WORKER} holds 1 student volume(s) (hubfleet-user-bob)" in proc.stderr
+    assert len(status(env)["nodes"]) == 2, "nothing was removed"
+
+
+def test_destroy_archives_both_nodes(env, course):
+    proc = hubfleet(env, "destroy", COURSE, "--yes")
+    archive = Path(next(line.split()[1] for line in proc.stdout.splitlines() if line.startswith("archive:")))
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+        for user, host in (("alice", f"{COURSE}-hub"), ("bob", WORKER)):
+            member = f"{host}/volumes/hubfleet-user-{user}/{user}.txt"
+            assert member in names, names
+            assert hashlib.sha256(tar.extractfile(member).read()).hexdigest() == course["files"][user]
+    assert labelled(COURSE) == []
