@@ -50,10 +50,16 @@ def cli(ctx: click.Context, state_dir: Path | None, database_url: str | None, ve
       hubfleet create examples/workshop.yaml     hosts + JupyterHub, prints the URL
       hubfleet status workshop                   is it usable right now?
       hubfleet credentials workshop              admin and student passwords
+      hubfleet scale workshop --hosts 2          more hosts for a live course (Docker Swarm)
       hubfleet destroy workshop                  archive the students' work, then remove all
 
+    \b
+    Teachers ask for hubs in a web form, operators approve them:
+      hubfleet portal add-operator ops@example.edu
+      hubfleet portal serve --port 8088
+
     Errors exit non-zero: 2 bad input, 3 unknown course, 4 course busy, 5 provisioning
-    failed, 6 archive failed. Set HUBFLEET_DEBUG=1 to see tracebacks.
+    failed, 6 archive failed, 7 unhealthy. Set HUBFLEET_DEBUG=1 to see tracebacks.
     """
     ctx.obj = Application(state_dir, verbose, database_url)
 
