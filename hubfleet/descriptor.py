@@ -506,17 +506,18 @@ def parse_course(data: Any, *, source: str = "descriptor", today: dt.date | None
     return course
 
 
-def load_course(path: Path | str, *, today: dt.date | None = None) -> Course:
+def read_yaml(path: Path | str, *, missing: str = "check the path") -> Any:
+    """A YAML file's data, or InvalidInput naming the file, the line and the fix."""
     path = Path(path)
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InvalidInput([FieldProblem("", f"no such file: {path} — check the path")], source=source) from None
+        raise InvalidInput([FieldProblem("", f"no such file: {path} — {missing}")], source=source) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput([FieldProblem("", f"cannot read {path}: {exc}")], source=source) from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -524,7 +525,10 @@ def load_course(path: Path | str, *, today: dt.date | None = None) -> Course:
             [FieldProblem("", f"{where}not valid YAML ({getattr(exc, 'problem', exc)}) — check indentation and quotes")],
             source=source,
         ) from None
-    return parse_course(data, source=source, today=today)
+
+
+def load_course(path: Path | str, *, today: dt.date | None = None) -> Course:
+    return parse_course(read_yaml(path), source=str(path), today=today)
 
 
 def json_schema() -> dict:

@@ -12,10 +12,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hubfleet.descriptor import check_hostname, problems_from
+from hubfleet.descriptor import check_hostname, problems_from, read_yaml
 from hubfleet.errors import FieldProblem, InvalidInput
 
 SITE_ENV = "HUBFLEET_SITE_CONFIG"
@@ -163,20 +162,7 @@ def load_site(state_dir: Path | None = None, path: Path | None = None) -> Site:
     """The site configuration from `path`, $HUBFLEET_SITE_CONFIG or <state-dir>/site.yaml."""
     path = Path(path) if path else site_path(state_dir)
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InvalidInput([FieldProblem("", f"no site file at {path} — write one (see docs/openstack.md) or set "
-                                         f"{SITE_ENV} to its path")], source=source) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput([FieldProblem("", f"cannot read {path}: {exc}")], source=source) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise InvalidInput([FieldProblem("", f"{where}not valid YAML ({getattr(exc, 'problem', exc)}) — check "
-                                         "indentation and quotes")], source=source) from None
+    data = read_yaml(path, missing=f"write one (see docs/openstack.md) or set {SITE_ENV} to its path")
     return parse_site(data, source=source)
 
 

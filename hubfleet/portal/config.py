@@ -10,11 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from hubfleet.descriptor import (
-    AcmeTls, Course, Ldap, Strict, check_hostname, check_url, parse_quantity, problems_from,
+    AcmeTls, Course, Ldap, Strict, check_hostname, check_url, parse_quantity, problems_from, read_yaml,
 )
 from hubfleet.errors import FieldProblem, InvalidInput
 
@@ -147,14 +146,5 @@ def load_config(path: Path | None) -> PortalConfig:
     """The settings from `path`; defaults when no file is given."""
     if path is None:
         return PortalConfig()
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidInput([FieldProblem("", f"cannot read {path}: {exc.strerror} — check the path")],
-                           source=str(path)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidInput([FieldProblem("", f"not valid YAML ({exc}) — check indentation and quotes")],
-                           source=str(path)) from None
+    data = read_yaml(path)
     return parse_config(data, source=str(path))

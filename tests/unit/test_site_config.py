@@ -94,7 +94,7 @@ def test_site_file_is_read_from_the_environment_then_the_state_dir(tmp_path, mon
 
 def test_missing_or_broken_site_file_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.delenv(SITE_ENV, raising=False)
-    with pytest.raises(InvalidInput, match="no site file at .*docs/openstack.md"):
+    with pytest.raises(InvalidInput, match="no such file: .*site.yaml — write one .see docs/openstack.md"):
         load_site(tmp_path)
     (tmp_path / "site.yaml").write_text("image: [unclosed\n")
     with pytest.raises(InvalidInput, match="line 2, column 1: not valid YAML"):
