@@ -99,3 +99,24 @@ def test_list_empty_and_unknown_status(run):
 def test_credentials_of_unknown_course(run):
     result = run("credentials", "nope")
     assert result.exit_code == 3
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+anything = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=12)),
+                        lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+                        max_leaves=8)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(["name", "load", "authenticator", "dates", "domain", "tls", "culling", "image"]),
+       value=anything)
+def test_cli_never_shows_a_traceback_for_a_bad_descriptor(run, descriptor, workshop_data, field, value):
+    data = dict(workshop_data, **{field: value})
+    result = run("validate", descriptor(data))
+    assert result.exit_code in (0, 2), result.output
+    assert "Traceback" not in result.output
+    if result.exit_code == 2:
+        assert f"- {field}" in result.output, result.output
