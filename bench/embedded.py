@@ -16,38 +16,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import course_env, course_facts, destroy, hubfleet, percentile, report  # noqa: E402
 from hubfleet.jupyter import execute, login_with_password, start_own_server, stop_own_server  # noqa: E402
 
 COURSE = "bench-embedded"
-
-
-def hubfleet(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hubfleet", *args], env=env, capture_output=True, text=True,
-                          check=True)
 
 
 def timed(fn, *args):
     started = time.monotonic()
     result = fn(*args)
     return time.monotonic() - started, result
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
 
 def floor_run(host: str, image: str, limits: str = "") -> float:
@@ -88,16 +76,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="leave the course running")
     args = parser.parse_args()
 
-    state = Path(tempfile.mkdtemp(prefix="hubfleet-bench-"))
-    env = {**os.environ, "HUBFLEET_STATE_DIR": str(state)}
-    data = yaml.safe_load((ROOT / "examples" / "workshop.yaml").read_text())
-    data.update(name=COURSE, domain=f"{COURSE}.hub.localhost")
-    data.pop("dates", None)
-    import datetime as dt
-    today = dt.date.today()
-    data["dates"] = {"start": str(today), "end": str(today + dt.timedelta(days=7))}
-    descriptor = state / "course.yaml"
-    descriptor.write_text(yaml.safe_dump(data))
+    env, descriptor, _ = course_env(COURSE)
+    course = yaml.safe_load(descriptor.read_text())
 
     if args.cold:
         images = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", "hubfleet/*"],
@@ -112,9 +92,8 @@ def main() -> None:
         figures["rerun_noop_s"] = round(seconds, 1)
         figures["rerun_changed"] = json.loads(proc.stdout)["changed"]
 
-        status = json.loads(hubfleet(env, "status", COURSE, "--json", "--no-probe").stdout)
-        url, host = status["url"], status["hosts"][0]["name"]
-        password = json.loads(hubfleet(env, "credentials", COURSE, "--json").stdout)["shared-password"]
+        url, password, status = course_facts(env, COURSE)
+        host = status["hosts"][0]["name"]
 
         spawns = []
         for i in range(args.spawns):
@@ -130,9 +109,9 @@ def main() -> None:
         for i in range(args.spawns):
             session = login_with_password(url, f"student{i:03d}", password)
             stop_own_server(session, url, f"student{i:03d}")
-        limits = f"--cpus {data['load']['cpu_per_user']} --memory {data['load']['memory_per_user'].replace('i', '')}"
-        floors = [floor_run(host, data["image"], limits) for _ in range(args.floor_runs)]
-        bare = [floor_run(host, data["image"]) for _ in range(max(3, args.floor_runs // 3))]
+        limits = f"--cpus {course['load']['cpu_per_user']} --memory {course['load']['memory_per_user'].replace('i', '')}"
+        floors = [floor_run(host, course["image"], limits) for _ in range(args.floor_runs)]
+        bare = [floor_run(host, course["image"]) for _ in range(max(3, args.floor_runs // 3))]
 
         figures.update({
             "spawn_n": len(spawns),
@@ -147,11 +126,8 @@ def main() -> None:
         })
     finally:
         if not args.keep:
-            subprocess.run([sys.executable, "-m", "hubfleet", "destroy", COURSE, "--yes", "--no-archive"], env=env,
-                           capture_output=True)
-        for key, value in figures.items():
-            print(f"{key:24} {value}")
-        print(json.dumps(figures))
+            destroy(env, COURSE)
+        report(figures)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,62 @@
+"""What the benchmarks share: a throwaway state dir, a course made from the workshop example, the CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def course_env(name: str, *, load: dict | None = None, flavors: dict | None = None) -> tuple[dict, Path, Path | None]:
+    """(environment with its own state dir, descriptor path, flavors path) for a bench course."""
+    state = Path(tempfile.mkdtemp(prefix=f"hubfleet-{name}-"))
+    data = yaml.safe_load((ROOT / "examples" / "workshop.yaml").read_text())
+    today = dt.date.today()
+    data.update(name=name, domain=f"{name}.hub.localhost",
+                dates={"start": str(today), "end": str(today + dt.timedelta(days=7))})
+    data.pop("tls", None)
+    if load:
+        data["load"] = {**data["load"], **load}
+    descriptor = state / "course.yaml"
+    descriptor.write_text(yaml.safe_dump(data))
+    flavors_path = None
+    if flavors:
+        flavors_path = state / "flavors.yaml"
+        flavors_path.write_text(yaml.safe_dump(flavors))
+    return {**os.environ, "HUBFLEET_STATE_DIR": str(state)}, descriptor, flavors_path
+
+
+def hubfleet(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hubfleet", *args], env=env, capture_output=True, text=True,
+                          check=True)
+
+
+def course_facts(env: dict, name: str) -> tuple[str, str, dict]:
+    """(url, shared password, status) of a ready course."""
+    status = json.loads(hubfleet(env, "status", name, "--json", "--no-probe").stdout)
+    password = json.loads(hubfleet(env, "credentials", name, "--json").stdout)["shared-password"]
+    return status["url"], password, status
+
+
+def destroy(env: dict, name: str) -> None:
+    subprocess.run([sys.executable, "-m", "hubfleet", "destroy", name, "--yes", "--no-archive"], env=env,
+                   capture_output=True)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+def report(figures: dict) -> None:
+    for key, value in figures.items():
+        print(f"{key:28} {value}")
+    print(json.dumps(figures))
