@@ -1,0 +1,120 @@
+"""Courses for the authenticator tests, made and removed through the real CLI on Docker hosts.
+
+A peer the hub must reach (LTI 1.3 platform, slapd) listens on the course network's gateway, the
+address of this machine as the host container sees it. The network is made first, labelled as
+the Docker provider labels its own, so the peer can bind to it before `hubfleet create` runs;
+the provider then finds it and `destroy` removes it with the rest.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+import yaml
+
+from hubfleet.jupyter import HubClient
+from hubfleet.providers.docker import LABEL_COURSE, LABEL_MANAGED, DockerProvider
+from hubfleet.state import StateStore
+from tests.conftest import future
+
+HUBFLEET = [sys.executable, "-m", "hubfleet"]
+
+
+@dataclass
+class TestCourse:
+    __test__ = False  # not a pytest test class
+
+    name: str
+    url: str
+    env: dict
+    output: str
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def host(self) -> str:
+        """The hub host's container."""
+        return f"{self.name}-hub"
+
+
+def hubfleet(env: dict, *args: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([*HUBFLEET, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"hubfleet {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def course_env(state: Path, **extra: str) -> dict:
+    return {**os.environ, "HUBFLEET_STATE_DIR": str(state), "PYTHONUNBUFFERED": "1", **extra}
+
+
+def ensure_course_network(name: str, workdir: Path) -> str:
+    """Make the course's Docker network now (as the provider would) and return its gateway address."""
+    network = DockerProvider(name, workdir, lambda message: None).network_name
+    if subprocess.run(["docker", "network", "inspect", network], capture_output=True).returncode != 0:
+        subprocess.run(["docker", "network", "create", "--label", f"{LABEL_MANAGED}=true",
+                        "--label", f"{LABEL_COURSE}={name}", network], check=True, capture_output=True)
+    gateway = subprocess.run(["docker", "network", "inspect", network, "--format",
+                              "{{(index .IPAM.Config 0).Gateway}}"], check=True, capture_output=True, text=True)
+    return gateway.stdout.strip()
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return sock.getsockname()[1]
+
+
+def write_descriptor(directory: Path, name: str, authenticator: dict, **extra) -> Path:
+    data = {
+        "name": name, "title": f"hubfleet test {name}", "provider": "docker", "image": "hubfleet/notebook:latest",
+        "authenticator": authenticator,
+        "load": {"students": 10, "concurrent": 0.5, "memory_per_user": "512Mi", "cpu_per_user": 0.5,
+                 "disk_per_user": "1Gi"},
+        "dates": {"start": future(0), "end": future(7)}, "domain": f"{name}.hub.localhost", **extra,
+    }
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def create_course(env: dict, descriptor: Path, name: str) -> TestCourse:
+    import time
+
+    started = time.monotonic()
+    proc = hubfleet(env, "create", str(descriptor), "--no-probe")
+    seconds = time.monotonic() - started
+    status = yaml.safe_load(hubfleet(env, "status", name, "--json", "--no-probe").stdout)
+    return TestCourse(name, status["url"], env, proc.stdout + proc.stderr, seconds)
+
+
+def destroy_course(env: dict, name: str) -> None:
+    hubfleet(env, "destroy", name, "--yes", "--no-archive", check=False)
+
+
+def service_client(course: TestCourse) -> HubClient:
+    """The hub's API as hubfleet itself calls it (its service token from the state store)."""
+    store = StateStore(Path(course.env["HUBFLEET_STATE_DIR"]))
+    return HubClient(course.url, store.get_secret(course.name, "hub-api-token"))
+
+
+def hub_log(course: TestCourse) -> str:
+    """Everything JupyterHub logged on the hub host (the journal, as an operator reads it)."""
+    proc = subprocess.run(["docker", "exec", course.host, "journalctl", "-u", "jupyterhub", "--no-pager", "-o", "cat"],
+                          capture_output=True, text=True, timeout=60)
+    return proc.stdout
+
+
+def error_message(response: requests.Response) -> str:
+    """The message of a JupyterHub error page (what the student reads)."""
+    found = re.search(r'<div class="error">(.*?)</div>', response.text, re.S)
+    text = found.group(1) if found else response.text
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text)).split())
