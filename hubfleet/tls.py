@@ -1,18 +1,393 @@
-"""HTTPS for a course: the variables roles/tls needs and the URL students open."""
+"""HTTPS for a course: what roles/tls and roles/proxy need, the checks made before any host is touched
+or any ACME request is sent, the URL students open, and the certificate the hub really serves.
+"""
 
 from __future__ import annotations
 
-from hubfleet.descriptor import Course
+import datetime as dt
+import ipaddress
+import socket
+import ssl
+import threading
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import requests
+
+from hubfleet import acme_local
+from hubfleet.descriptor import AcmeTls, Course, FileTls
+from hubfleet.errors import FieldProblem, InvalidInput, ProvisionError
 from hubfleet.providers import Host
+
+DIRECTORIES = {
+    "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
+    "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+ACME_LIVE_DIR = "/etc/letsencrypt/live"  # certbot's lineage, named after the domain (--cert-name)
+FILES_DIR = "/etc/hubfleet/tls"  # the institution's certificate on the host
+ACME_WEBROOT = "/var/www/acme"
+WARN_DAYS = 14
+Progress = Callable[[str], None]
+
+
+class TlsPreflightError(ProvisionError):
+    """The domain, port 80 or the ACME server is not ready: nothing was requested, no host was changed."""
+
+
+# --- role variables and the URL -------------------------------------------------------------
+
+
+def _hub(hosts: list[Host]) -> Host:
+    return next(h for h in hosts if h.role == "hub")
+
+
+def _on_loopback(host: Host) -> bool:
+    return host.address in ("127.0.0.1", "localhost")
 
 
 def role_variables(course: Course, hosts: list[Host]) -> dict:
-    return {"tls_enabled": course.tls is not None, "tls_domain": course.domain}
+    """The inventory variables of roles/tls and of roles/proxy's HTTPS side; none of them secret."""
+    variables: dict = {"tls_enabled": course.tls is not None, "tls_domain": course.domain,
+                       "tls_webroot": ACME_WEBROOT, "proxy_acme_webroot": ACME_WEBROOT}
+    if course.tls is None:
+        return variables
+    hub = _hub(hosts)
+    if isinstance(course.tls, AcmeTls):
+        live = f"{ACME_LIVE_DIR}/{course.domain}"
+        chain = f"{live}/chain.pem"
+        variables.update(tls_mode="acme", tls_acme_email=course.tls.email)
+        if course.tls.acme_server != "local":
+            variables["tls_acme_directory"] = DIRECTORIES.get(course.tls.acme_server, course.tls.acme_server)
+    else:
+        live = f"{FILES_DIR}/{course.domain}"
+        chain = f"{live}/fullchain.pem"
+        variables.update(tls_mode="files", tls_certificate_source=str(Path(course.tls.certificate).resolve()),
+                         tls_key_source=str(Path(course.tls.key).resolve()))
+    variables.update(
+        proxy_tls_certificate=f"{live}/fullchain.pem", proxy_tls_key=f"{live}/privkey.pem",
+        proxy_tls_trusted_certificate=chain,
+        # Hosts on this machine publish 443 on another port: HTTP redirects there.
+        proxy_https_port=hub.https_port if _on_loopback(hub) and hub.https_port else 443,
+    )
+    return variables
 
 
 def public_url(course: Course, hosts: list[Host]) -> str:
-    """Where students open the hub: the published port on this machine, or the course's domain."""
-    hub = next(h for h in hosts if h.role == "hub")
-    if hub.address in ("127.0.0.1", "localhost") and hub.http_port:
-        return f"http://127.0.0.1:{hub.http_port}"
-    return f"http://{course.domain}"
+    """Where students open the hub: the course's domain (on the published port for hosts on this machine)."""
+    hub = _hub(hosts)
+    if _on_loopback(hub) and hub.http_port:
+        if course.tls is None:
+            return f"http://127.0.0.1:{hub.http_port}"
+        return f"https://{course.domain}:{hub.https_port}"
+    return f"{'https' if course.tls else 'http'}://{course.domain}"
+
+
+def ca_certificate(state_dir: Path, course: Course) -> Path | None:
+    """The CA certificate a browser must trust for this course: the embedded pebble's root, else none."""
+    if isinstance(course.tls, AcmeTls) and course.tls.acme_server == "local":
+        return acme_local.acme_dir(state_dir) / "root.pem"
+    return None
+
+
+def trust(state_dir: Path, course: Course) -> bool | str:
+    """What a client of the hub verifies against (requests' `verify`)."""
+    ca = ca_certificate(state_dir, course)
+    return str(ca) if ca else True
+
+
+# --- checks before any host is touched ------------------------------------------------------
+
+
+def check_files(course: Course, *, now: dt.datetime | None = None) -> None:
+    """An institution's certificate: readable, the key matches, the name covers the domain, not expired."""
+    if not isinstance(course.tls, FileTls):
+        return
+    problems = certificate_file_problems(Path(course.tls.certificate), Path(course.tls.key), course.domain, now=now)
+    if problems:
+        raise InvalidInput(problems, source="tls")
+
+
+def certificate_file_problems(cert_path: Path, key_path: Path, domain: str, *,
+                              now: dt.datetime | None = None) -> list[FieldProblem]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    now = now or dt.datetime.now(dt.timezone.utc)
+    try:
+        chain = x509.load_pem_x509_certificates(cert_path.read_bytes())
+    except OSError as exc:
+        return [FieldProblem("tls.certificate", f"cannot read {cert_path}: {exc.strerror or exc}")]
+    except ValueError:
+        return [FieldProblem("tls.certificate", f"{cert_path} holds no PEM certificate — give the certificate "
+                                                "(and its chain) in PEM, -----BEGIN CERTIFICATE-----")]
+    leaf = chain[0]
+    problems = []
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except OSError as exc:
+        problems.append(FieldProblem("tls.key", f"cannot read {key_path}: {exc.strerror or exc}"))
+        key = None
+    except TypeError:
+        problems.append(FieldProblem("tls.key", f"{key_path} is encrypted — nginx needs it unencrypted "
+                                                "(`openssl pkey -in KEY -out KEY.plain`)"))
+        key = None
+    except ValueError:
+        problems.append(FieldProblem("tls.key", f"{key_path} holds no PEM private key"))
+        key = None
+    if key is not None and _public_bytes(key.public_key()) != _public_bytes(leaf.public_key()):
+        problems.append(FieldProblem("tls.key", f"{key_path} does not match the certificate in {cert_path} — "
+                                                "give the key the certificate was issued for"))
+    names = certificate_names(leaf)
+    if not name_matches(domain, names):
+        problems.append(FieldProblem("tls.certificate", f"is for {', '.join(names) or 'no DNS name'}, "
+                                                        f"not for the course's domain {domain}"))
+    if leaf.not_valid_after_utc <= now:
+        problems.append(FieldProblem("tls.certificate", f"expired on {leaf.not_valid_after_utc:%Y-%m-%d} — "
+                                                        "ask the institution for a current one"))
+    elif leaf.not_valid_before_utc > now:
+        problems.append(FieldProblem("tls.certificate", f"is not valid before {leaf.not_valid_before_utc:%Y-%m-%d}"))
+    return problems
+
+
+def _public_bytes(public_key) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def certificate_names(cert) -> list[str]:
+    from cryptography import x509
+
+    try:
+        return list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+                    .get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        return []
+
+
+def name_matches(domain: str, names: list[str]) -> bool:
+    """RFC 6125: an exact name, or a wildcard standing for exactly the leftmost label."""
+    domain = domain.lower().rstrip(".")
+    for name in (n.lower().rstrip(".") for n in names):
+        if name == domain:
+            return True
+        if name.startswith("*.") and "." in domain and domain.split(".", 1)[1] == name[2:]:
+            return True
+    return False
+
+
+# --- pre-flight before any ACME request -----------------------------------------------------
+
+
+def ensure_ready(state_dir: Path, course: Course, hosts: list[Host], progress: Progress) -> dict:
+    """Before roles/tls may ask an ACME server: it answers, the domain resolves to the proxy host and
+    port 80 there is reachable. Starts the embedded pebble for `local`. Returns the role variables
+    that depend on the live server."""
+    if not isinstance(course.tls, AcmeTls):
+        return {}
+    hub = _hub(hosts)
+    local = course.tls.acme_server == "local"
+    if local:
+        server = acme_local.ensure_local_acme(state_dir, progress)
+        acme_local.ensure_dns_record(server, course.domain, hub.private_address, state_dir=state_dir)
+        directory, verify = server.directory_url, server.listener_ca
+        ca_pem = Path(server.listener_ca).read_text()
+    else:
+        directory, verify, ca_pem = DIRECTORIES.get(course.tls.acme_server, course.tls.acme_server), True, ""
+    _check_directory(directory, course.tls.acme_server, verify)
+    if local:
+        resolved, asked, expected = acme_local.resolve(server, course.domain), "pebble-challtestsrv's DNS", \
+            {hub.private_address}
+    else:
+        resolved, asked = _resolve(course.domain), "this machine's resolver"
+        expected = {a for a in (hub.address, hub.private_address) if a and not _is_loopback(a)}
+    if not resolved:
+        raise TlsPreflightError(
+            f"domain: {course.domain} does not resolve ({asked} has no address for it); no certificate was requested",
+            hint=f"point {course.domain} at the proxy host {hub.name} ({', '.join(sorted(expected)) or 'its public address'})"
+                 " in DNS, then run create again")
+    if not set(resolved) & expected:
+        raise TlsPreflightError(
+            f"domain: {course.domain} resolves to {', '.join(resolved)}, not to the proxy host {hub.name} "
+            f"({', '.join(sorted(expected)) or 'which has no public address'}); no certificate was requested",
+            hint=f"fix the DNS record of {course.domain}, then run create again")
+    target = next(a for a in resolved if a in expected)
+    if not _port_answers(target, 80):
+        raise TlsPreflightError(
+            f"domain: port 80 of {course.domain} ({target}) is not reachable, and ACME HTTP-01 validation needs it; "
+            "no certificate was requested", hint="open port 80 to the proxy host (security group, firewall)")
+    force = local and _served_by_an_older_pebble(state_dir, course, hosts)
+    if force:
+        progress("the embedded ACME server was restarted (new root CA): the hub gets a new certificate")
+    return {"tls_acme_directory": directory, "tls_acme_ca_certificate": ca_pem, "tls_force_renewal": force}
+
+
+def _check_directory(url: str, field_value: str, verify: bool | str) -> None:
+    try:
+        response = requests.get(url, timeout=10, verify=verify)
+        ok = response.status_code == 200 and "newOrder" in response.json()
+        reason = f"it answered {response.status_code} without an ACME directory" if not ok else ""
+    except (requests.RequestException, ValueError) as exc:
+        ok, reason = False, f"{type(exc).__name__}: {_short(exc)}"
+    if not ok:
+        raise TlsPreflightError(
+            f"tls.acme_server: the ACME directory {url} ({field_value}) is not reachable — {reason}; "
+            "no certificate was requested",
+            hint="check the URL and this machine's network, or use acme_server: local for the embedded CA")
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) < 200 else text[:200] + "…"
+
+
+def _resolve(domain: str) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(domain, 80, socket.AF_INET, socket.SOCK_STREAM)
+    except socket.gaierror:
+        return []
+    return sorted({info[4][0] for info in infos})
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+def _port_answers(address: str, port: int, timeout: float = 5.0) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _served_by_an_older_pebble(state_dir: Path, course: Course, hosts: list[Host]) -> bool:
+    """pebble makes a new root at each start: a certificate from before no longer chains to it."""
+    served = served_certificate(state_dir, course, hosts)
+    return served is not None and served.for_domain and not served.trusted
+
+
+# --- what the hub serves --------------------------------------------------------------------
+
+
+@dataclass
+class ServedCertificate:
+    subject: str
+    issuer: str
+    names: list[str]
+    not_after: str
+    days_left: int
+    for_domain: bool
+    trusted: bool
+    trust_error: str = ""
+    problems: list[str] = field(default_factory=list)  # the hub is not usable over HTTPS
+    warnings: list[str] = field(default_factory=list)  # usable, but act soon
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def served_certificate(state_dir: Path, course: Course, hosts: list[Host], *,
+                       now: dt.datetime | None = None) -> ServedCertificate | None:
+    """The certificate the proxy serves for the course's domain (None when nothing answers on HTTPS)."""
+    from cryptography import x509
+
+    hub = _hub(hosts)
+    port = hub.https_port if _on_loopback(hub) else 443
+    if course.tls is None or not port:
+        return None
+    der = _peer_certificate(hub.address, port, course.domain)
+    if der is None:
+        return None
+    cert = x509.load_der_x509_certificate(der)
+    now = now or dt.datetime.now(dt.timezone.utc)
+    names = certificate_names(cert)
+    days_left = (cert.not_valid_after_utc - now).days
+    trusted, trust_error = _verifies(hub.address, port, course.domain, trust(state_dir, course))
+    served = ServedCertificate(
+        subject=cert.subject.rfc4514_string(), issuer=cert.issuer.rfc4514_string(), names=names,
+        not_after=cert.not_valid_after_utc.isoformat(timespec="seconds"), days_left=days_left,
+        for_domain=name_matches(course.domain, names), trusted=trusted, trust_error=trust_error)
+    if not served.for_domain:
+        served.problems.append(f"the hub serves a certificate for {', '.join(names) or served.subject}, not for "
+                               f"{course.domain} (a default certificate?); `hubfleet create` installs the course's")
+    elif days_left < 0:
+        served.problems.append(f"the hub's certificate expired {-days_left} day(s) ago")
+    elif not trusted:
+        served.problems.append(f"the hub's certificate does not verify: {trust_error}")
+    if served.for_domain and 0 <= days_left < WARN_DAYS:
+        served.warnings.append(f"the hub's certificate expires in {days_left} day(s) ({served.not_after}); "
+                               "renewal should have happened — see `systemctl status hubfleet-tls-renew` on the hub")
+    return served
+
+
+def _peer_certificate(address: str, port: int, domain: str) -> bytes | None:
+    loose = ssl.create_default_context()
+    loose.check_hostname, loose.verify_mode = False, ssl.CERT_NONE  # read whatever is served, judge it after
+    try:
+        with socket.create_connection((address, port), timeout=10) as raw:
+            with loose.wrap_socket(raw, server_hostname=domain) as conn:
+                return conn.getpeercert(binary_form=True)
+    except OSError:
+        return None
+
+
+def _verifies(address: str, port: int, domain: str, verify: bool | str) -> tuple[bool, str]:
+    context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+    if verify is True:
+        import certifi
+
+        context.load_verify_locations(certifi.where())  # what requests (and so hubfleet's clients) trust
+    try:
+        with socket.create_connection((address, port), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname=domain):
+                return True, ""
+    except ssl.SSLCertVerificationError as exc:
+        return False, exc.verify_message or str(exc)
+    except (OSError, ssl.SSLError) as exc:
+        return False, str(exc)
+
+
+# --- reaching a hub on this machine by its name ---------------------------------------------
+
+_loopback_names: dict[str, str] = {}
+_lock = threading.Lock()
+_original_getaddrinfo = socket.getaddrinfo
+
+
+def _getaddrinfo(host, *args, **kwargs):
+    name = host.decode() if isinstance(host, bytes) else host
+    mapped = _loopback_names.get((name or "").lower().rstrip("."))
+    return _original_getaddrinfo(mapped or host, *args, **kwargs)
+
+
+@contextmanager
+def reaching(course: Course, hosts: list[Host]) -> Iterator[None]:
+    """Inside, the course's domain resolves to its hub's address when that hub is on this machine.
+
+    Chromium resolves *.localhost to loopback (RFC 6761); glibc here does not. Clients in this process
+    (health check, tests) then connect to https://<domain>:<port> with the real name: SNI, Host
+    header, hostname verification and websocket Origin all as a browser's.
+    """
+    hub = _hub(hosts)
+    if course.tls is None or not _on_loopback(hub):
+        yield
+        return
+    key = course.domain.lower()
+    with _lock:
+        socket.getaddrinfo = _getaddrinfo  # idempotent: the wrapper only answers for registered names
+        previous = _loopback_names.get(key)
+        _loopback_names[key] = "127.0.0.1"
+    try:
+        yield
+    finally:
+        with _lock:
+            if previous is None:
+                _loopback_names.pop(key, None)
+            else:
+                _loopback_names[key] = previous
