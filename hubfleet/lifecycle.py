@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -107,6 +107,7 @@ def create_course(store: StateStore, course: Course, *, progress: Progress | Non
                   hosts: int | None = None) -> CreateResult:
     """Descriptor to working hub; safe to run again on a live or half-made course."""
     started = time.monotonic()
+    tls.check_files(course)  # an institution's certificate is checked before any host is touched
     existing = store.find(course.name)
     live = existing and existing.status != "archived"
     # A re-run keeps what `create --hosts/--flavors` or `scale` chose, unless told otherwise.
@@ -151,19 +152,26 @@ def _create(store, course, plan, record, probe, verbosity, choices):
     record("step", f"notebook image {course.image} onto the hosts")
     provider.ensure_image(course.image)
 
+    if course.tls:
+        record("step", f"TLS pre-flight: {course.domain}, port 80 and the ACME server")
+    tls_variables = tls.ensure_ready(store.dir, course, hosts, lambda message: record("info", message))
+
     store.update(course.name, status="configuring")
-    variables = {**role_variables(course, plan, hosts), **provider.inventory_vars()}
+    variables = {**role_variables(course, plan, hosts), **provider.inventory_vars(), **tls_variables}
     inventory = ansible.write_inventory(workdir, hosts, variables, key_path)
     run = ansible.run_playbook("site.yml", workdir=workdir, inventory=inventory, secrets=secrets,
                                progress=record, verbosity=verbosity)
     record("ok", f"configured: {run.changed} change(s)")
 
     url = tls.public_url(course, hosts)
+    ca = tls.ca_certificate(store.dir, course)
     outputs = {"url": url, "admin_user": ADMIN_USER, "flavor": plan.flavor, **choices,
+               "ca_certificate": str(ca) if ca else None,
                "configured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     store.update(course.name, outputs=outputs)
     record("step", "health check: a probe user starts a server and runs code" if probe else "health check: hub API")
-    health = check(url, secrets["hub_service_token"], probe=probe)
+    with tls.reaching(course, hosts):
+        health = check(url, secrets["hub_service_token"], probe=probe, verify=tls.trust(store.dir, course))
     if not health.ok and (probe or not health.api):
         raise ProvisionError("the hub was configured but is not usable: " + "; ".join(health.problems),
                              hint="see `hubfleet status " + course.name + "`, then run create again")
@@ -265,6 +273,8 @@ class StatusReport:
     health: Health | None
     problems: list[str]
     nodes: list[Node]
+    certificate: tls.ServedCertificate | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
@@ -272,7 +282,8 @@ class StatusReport:
 
     def to_dict(self) -> dict:
         return {**self.instance.to_dict(), "health": self.health.to_dict() if self.health else None,
-                "problems": self.problems, "nodes": [n.to_dict() for n in self.nodes], "healthy": self.healthy}
+                "problems": self.problems, "nodes": [n.to_dict() for n in self.nodes], "healthy": self.healthy,
+                "certificate": self.certificate.to_dict() if self.certificate else None, "warnings": self.warnings}
 
 
 def course_status(store: StateStore, name: str, *, probe: bool = True) -> StatusReport:
@@ -302,9 +313,16 @@ def course_status(store: StateStore, name: str, *, probe: bool = True) -> Status
     if hub_alive and (store.dir / "instances" / name / "secrets" / "id_ed25519").exists():
         nodes = course_nodes(store, instance, live_hosts, provider)
         problems += [f"node {n.host} is {n.state}" for n in nodes if n.state != "ready"]
+    certificate = None
+    health = None
     token = store.get_secret(name, "hub-api-token")
-    health = check(url, token, probe=probe) if url and token and hub_alive else None
-    return StatusReport(instance, health, problems, nodes)
+    if hub_alive:
+        certificate = tls.served_certificate(store.dir, course, live_hosts)
+        problems += certificate.problems if certificate else []
+        if url and token:
+            with tls.reaching(course, live_hosts):
+                health = check(url, token, probe=probe, verify=tls.trust(store.dir, course))
+    return StatusReport(instance, health, problems, nodes, certificate, certificate.warnings if certificate else [])
 
 
 def destroy_course(store: StateStore, name: str, *, archive: bool = True,

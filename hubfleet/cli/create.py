@@ -41,6 +41,9 @@ def command(app: Application, descriptor: Path, no_probe: bool, flavors: Path | 
     url = result.instance.outputs["url"]
     app.success(f"{course.name} is ready in {result.seconds:.0f} s ({result.changed} change(s))")
     click.echo(f"url: {url}")
+    if result.instance.outputs.get("ca_certificate"):
+        click.echo(f"CA certificate: {result.instance.outputs['ca_certificate']} (the embedded ACME server's root: "
+                   "trust it in your browser to open the hub without a warning)")
     if course.authenticator.kind == "shared-password":
         click.echo("log in: any username, with the shared password from "
                    f"`hubfleet credentials {course.name}`")

@@ -33,6 +33,12 @@ def command(app: Application, name: str, no_probe: bool, as_json: bool) -> None:
         click.echo(f"{instance.name}: {instance.status} ({instance.provider})")
         if instance.outputs.get("url"):
             click.echo(f"url: {instance.outputs['url']}")
+        certificate = report.certificate
+        if certificate:
+            click.echo(f"certificate: {certificate.subject}, issued by {certificate.issuer}, "
+                       f"{certificate.days_left} day(s) left")
+        if instance.outputs.get("ca_certificate"):
+            click.echo(f"CA certificate to trust: {instance.outputs['ca_certificate']}")
         for node in report.nodes:
             memory = (f", memory {node.memory_used / 2**30:.1f} of {node.memory_total / 2**30:.1f} GiB used"
                       if node.memory_used is not None else "")
@@ -48,7 +54,7 @@ def command(app: Application, name: str, no_probe: bool, as_json: bool) -> None:
         archive = instance.outputs.get("archive")
         if archive:
             click.echo(f"archive: {archive['path']}")
-        for problem in all_problems:
+        for problem in all_problems + report.warnings:
             app.warn(problem)
     if instance.status != "archived" and not healthy:
         raise SystemExit(7)
