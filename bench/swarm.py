@@ -23,7 +23,7 @@ from bench.common import course_env, course_facts, destroy, hubfleet, report  # 
 from hubfleet.jupyter import execute, login_with_password, start_own_server, stop_own_server  # noqa: E402
 
 COURSE = "bench-swarm"
-FLAVORS = {"currency": "EUR", "docker": [{"name": "d.bench", "vcpus": 2, "ram": "4Gi", "disk": "20Gi"}]}
+FLAVORS = {"currency": "EUR", "docker": [{"name": "d.bench", "vcpus": 4, "ram": "8Gi", "disk": "20Gi"}]}
 
 
 def wave(url: str, password: str, users: list[str]) -> tuple[float, int]:
@@ -43,9 +43,10 @@ def wave(url: str, password: str, users: list[str]) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--students", type=int, default=6, help="students per wave (bounded: at most 20)")
+    parser.add_argument("--students", type=int, default=4, help="students per wave (bounded: at most 20)")
     args = parser.parse_args()
     count = max(1, min(args.students, 20))
+    # The plan's capacity must admit a whole wave on one host (active_server_limit).
     env, descriptor, flavors = course_env(COURSE, load={"students": 2 * count, "concurrent": 0.5,
                                                         "memory_per_user": "256Mi", "cpu_per_user": 0.25},
                                           flavors=FLAVORS)

@@ -9,6 +9,7 @@ publishes its port on its node (host mode) and the hub reaches it at the node's 
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 from docker.types import Mount
@@ -68,6 +69,20 @@ class PinnedSwarmSpawner(SwarmSpawner):
         self.extra_placement_spec = {"constraints": [f"node.labels.{NODE_LABEL} == {self.node}"]}
         self.extra_endpoint_spec = {"ports": {None: (self.port, "tcp", "host")}}
         return await super().create_object()
+
+    async def start_object(self):
+        """Wait for the task to run, checking every quarter second (upstream backs off to 11 s)."""
+        waiting = {"new", "assigned", "accepted", "starting", "pending", "preparing", "ready", "rejected"}
+        while True:
+            task = await self.get_task()
+            if not task:
+                raise RuntimeError(f"service {self.service_name} not found")
+            state = task["Status"]["State"].lower()
+            if state not in waiting:
+                break
+            await asyncio.sleep(0.25)
+        if state != "running":
+            raise RuntimeError(f"service {self.service_name} is {state}: {task['Status'].get('Err', '')}")
 
     @property
     def mounts(self):
