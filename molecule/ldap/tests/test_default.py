@@ -1,0 +1,21 @@
+"""testinfra: the hub runs the LDAP authenticator with certificate checks and the search password kept out of its files."""
+
+import json
+
+
+def test_snippet_verifies_the_directory_and_holds_no_password(host):
+    snippet = host.file("/etc/jupyterhub/conf.d/auth.py")
+    assert snippet.mode == 0o600 and snippet.user == "root"
+    text = snippet.content_string
+    assert '"validate": ssl.CERT_REQUIRED' in text and 'tls_strategy = "before_bind"' in text
+    assert "molecule-ldap-password" not in text
+    env = host.file("/etc/jupyterhub/conf.d/auth.env")
+    assert env.mode == 0o600 and 'HUBFLEET_LDAP_SEARCH_PASSWORD="molecule-ldap-password"' in env.content_string
+
+
+def test_hub_starts_with_the_ldap_authenticator(host):
+    assert host.service("jupyterhub").is_running
+    assert json.loads(host.check_output("curl -sf http://127.0.0.1:8000/hub/api/"))["version"].startswith("6.")
+    log = host.check_output("journalctl -u jupyterhub --no-pager -o cat")
+    assert "Using Authenticator: ldapauthenticator.ldapauthenticator.LDAPAuthenticator" in log
+    assert "molecule-ldap-password" not in log

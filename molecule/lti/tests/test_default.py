@@ -1,0 +1,48 @@
+"""testinfra: the hub runs hubfleet's LTI 1.1 authenticator; a signed launch gets in, an unsigned one does not."""
+
+import json
+
+SECRET = "molecule-consumer-secret-0123456789"
+SIGNED_LAUNCH = """
+import time
+from urllib.parse import urlencode
+from oauthlib.oauth1 import Client, SIGNATURE_TYPE_BODY
+url = "http://127.0.0.1:8000/hub/lti/launch"
+fields = {"lti_message_type": "basic-lti-launch-request", "lti_version": "LTI-1p0",
+          "resource_link_id": "r1", "user_id": "Molecule.Student"}
+client = Client("molecule-key", client_secret="%s", signature_type=SIGNATURE_TYPE_BODY)
+print(client.sign(url, "POST", body=urlencode(fields),
+                  headers={"Content-Type": "application/x-www-form-urlencoded"})[2])
+""" % SECRET
+
+
+def test_snippet_and_module_are_in_place_and_the_secret_only_in_the_env_file(host):
+    snippet = host.file("/etc/jupyterhub/conf.d/auth.py")
+    assert snippet.mode == 0o600 and snippet.user == "root"
+    assert "hubfleet_lti.HubfleetLTI11Authenticator" in snippet.content_string
+    assert SECRET not in snippet.content_string
+    env = host.file("/etc/jupyterhub/conf.d/auth.env")
+    assert env.mode == 0o600 and f'HUBFLEET_LTI_CONSUMER_SECRET="{SECRET}"' in env.content_string
+    assert host.file("/etc/jupyterhub/hubfleet_lti.py").mode == 0o644
+
+
+def test_hub_answers_with_the_lti_authenticator(host):
+    assert host.service("jupyterhub").is_running
+    assert json.loads(host.check_output("curl -sf http://127.0.0.1:8000/hub/api/"))["version"].startswith("6.")
+    code = host.check_output("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/hub/lti/launch")
+    assert code == "405"  # a launch is a POST from the LMS
+
+
+def test_unsigned_launch_is_refused_and_a_signed_one_logs_in(host):
+    unsigned = host.run("curl -s -o /dev/null -w '%{http_code}' -d user_id=x http://127.0.0.1:8000/hub/lti/launch")
+    assert unsigned.stdout == "401"
+    body = host.check_output(f"/opt/jupyterhub/venv/bin/python -c '{SIGNED_LAUNCH}'")
+    raw = host.check_output(f"curl -s -D - -o /dev/null --data '{body}' http://127.0.0.1:8000/hub/lti/launch")
+    status, *lines = raw.splitlines()
+    headers = [tuple(part.strip() for part in line.split(":", 1)) for line in lines if ":" in line]
+    assert status.startswith("HTTP/1.1 302")
+    assert [v for k, v in headers if k.lower() == "location"][0].startswith("/hub/spawn/molecule.student?next=")
+    csp = [v for k, v in headers if k.lower() == "content-security-policy"]
+    assert csp == ["frame-ancestors 'self' https://lms.example.edu"]
+    log = host.check_output("journalctl -u jupyterhub --no-pager -o cat")
+    assert "oauth_consumer_key is missing" in log and SECRET not in log
