@@ -67,15 +67,15 @@ def test_moodle_launch_with_custom_next_opens_that_notebook_for_a_normalised_use
     first = launch(lti11_course, fields, style="moodle", session=student)
     assert first.status_code == 302, error_message(first)
     location = urlsplit(first.headers["Location"])
-    assert location.path == "/hub/spawn/jane.doe-example.edu"
-    assert parse_qs(location.query)["next"] == ["/user/jane.doe-example.edu/lab/tree/intro.ipynb"]
-    assert whoami(lti11_course, student) == "jane.doe-example.edu"
-    start_own_server(student, lti11_course.url, "jane.doe-example.edu")
+    assert location.path == "/hub/spawn/jane.doe@example.edu"
+    assert parse_qs(location.query)["next"] == ["/user/jane.doe@example.edu/lab/tree/intro.ipynb"]
+    assert whoami(lti11_course, student) == "jane.doe@example.edu"
+    start_own_server(student, lti11_course.url, "jane.doe@example.edu")
     opened = student.get(lti11_course.url + parse_qs(location.query)["next"][0], timeout=60)
     assert opened.status_code == 200 and urlsplit(opened.url).path.endswith("/lab/tree/intro.ipynb")
     # Launched again while the server runs: straight to the notebook, no spawn page.
     again = launch(lti11_course, fields, style="edx", session=student)
-    assert again.headers["Location"] == "/user/jane.doe-example.edu/lab/tree/intro.ipynb"
+    assert again.headers["Location"] == "/user/jane.doe@example.edu/lab/tree/intro.ipynb"
 
 
 def test_a_launch_never_sends_the_student_off_the_hub(lti11_course):

@@ -74,15 +74,17 @@ def refuse(status: int, reason: str) -> HTTPError:
 
 
 def normalize_lms_username(raw: str) -> str:
-    """An LMS identifier as a JupyterHub username: lowercase, [a-z0-9._-], at most 64 characters.
+    """An LMS identifier as a JupyterHub username: lowercase, [a-z0-9._@-], at most 64 characters.
+
+    The same alphabet as the descriptor's usernames, so an e-mail address stays readable.
 
     Idempotent, so JupyterHub may apply it again to names it already holds (admins, the probe).
     """
     name = unicodedata.normalize("NFKC", raw).casefold()
-    name = re.sub(r"[^a-z0-9._-]+", "-", name).strip("-._")
+    name = re.sub(r"[^a-z0-9._@-]+", "-", name).strip("-._@")
     if len(name) > USERNAME_MAX_LENGTH:
         digest = hashlib.sha256(raw.encode()).hexdigest()[:8]  # keeps long, similar ids apart
-        name = name[: USERNAME_MAX_LENGTH - 9].rstrip("-._") + "-" + digest
+        name = name[: USERNAME_MAX_LENGTH - 9].rstrip("-._@") + "-" + digest
     return name
 
 
