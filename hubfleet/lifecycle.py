@@ -149,12 +149,12 @@ def _create(store, course, plan, record, probe, verbosity, choices):
     hosts = provider.ensure_hosts(list(plan.hosts), public_key)
     store.update(course.name, hosts=[h.to_dict() for h in hosts])
 
-    record("step", f"notebook image {course.image} onto the hosts")
-    provider.ensure_image(course.image)
-
     if course.tls:
         record("step", f"TLS pre-flight: {course.domain}, port 80 and the ACME server")
     tls_variables = tls.ensure_ready(store.dir, course, hosts, lambda message: record("info", message))
+
+    record("step", f"notebook image {course.image} onto the hosts")
+    provider.ensure_image(course.image)
 
     store.update(course.name, status="configuring")
     variables = {**role_variables(course, plan, hosts), **provider.inventory_vars(), **tls_variables}
@@ -170,7 +170,7 @@ def _create(store, course, plan, record, probe, verbosity, choices):
                "configured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     store.update(course.name, outputs=outputs)
     record("step", "health check: a probe user starts a server and runs code" if probe else "health check: hub API")
-    with tls.reaching(course, hosts):
+    with tls.reaching(store.dir, course, hosts):
         health = check(url, secrets["hub_service_token"], probe=probe, verify=tls.trust(store.dir, course))
     if not health.ok and (probe or not health.api):
         raise ProvisionError("the hub was configured but is not usable: " + "; ".join(health.problems),
@@ -320,7 +320,7 @@ def course_status(store: StateStore, name: str, *, probe: bool = True) -> Status
         certificate = tls.served_certificate(store.dir, course, live_hosts)
         problems += certificate.problems if certificate else []
         if url and token:
-            with tls.reaching(course, live_hosts):
+            with tls.reaching(store.dir, course, live_hosts):
                 health = check(url, token, probe=probe, verify=tls.trust(store.dir, course))
     return StatusReport(instance, health, problems, nodes, certificate, certificate.warnings if certificate else [])
 

@@ -5,11 +5,13 @@ or any ACME request is sent, the URL students open, and the certificate the hub 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
+import os
 import socket
 import ssl
 import threading
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -196,46 +198,44 @@ def ensure_ready(state_dir: Path, course: Course, hosts: list[Host], progress: P
         ca_pem = Path(server.listener_ca).read_text()
     else:
         directory, verify, ca_pem = DIRECTORIES.get(course.tls.acme_server, course.tls.acme_server), True, ""
-    _check_directory(directory, course.tls.acme_server, verify)
+    problems = [problem for problem in [_directory_problem(directory, course.tls.acme_server, verify)] if problem]
     if local:
-        resolved, asked, expected = acme_local.resolve(server, course.domain), "pebble-challtestsrv's DNS", \
-            {hub.private_address}
+        resolved, asked = acme_local.resolve(server, course.domain), "pebble-challtestsrv's DNS"
+        expected = {hub.private_address}
     else:
         resolved, asked = _resolve(course.domain), "this machine's resolver"
         expected = {a for a in (hub.address, hub.private_address) if a and not _is_loopback(a)}
+    proxy = f"the proxy host {hub.name} ({', '.join(sorted(expected)) or 'no public address'})"
     if not resolved:
-        raise TlsPreflightError(
-            f"domain: {course.domain} does not resolve ({asked} has no address for it); no certificate was requested",
-            hint=f"point {course.domain} at the proxy host {hub.name} ({', '.join(sorted(expected)) or 'its public address'})"
-                 " in DNS, then run create again")
-    if not set(resolved) & expected:
-        raise TlsPreflightError(
-            f"domain: {course.domain} resolves to {', '.join(resolved)}, not to the proxy host {hub.name} "
-            f"({', '.join(sorted(expected)) or 'which has no public address'}); no certificate was requested",
-            hint=f"fix the DNS record of {course.domain}, then run create again")
-    target = next(a for a in resolved if a in expected)
-    if not _port_answers(target, 80):
-        raise TlsPreflightError(
-            f"domain: port 80 of {course.domain} ({target}) is not reachable, and ACME HTTP-01 validation needs it; "
-            "no certificate was requested", hint="open port 80 to the proxy host (security group, firewall)")
+        problems.append(f"domain: {course.domain} does not resolve ({asked} has no address for it) — "
+                        f"point it at {proxy}")
+    elif not set(resolved) & expected:
+        problems.append(f"domain: {course.domain} resolves to {', '.join(resolved)}, not to {proxy} — "
+                        "fix its DNS record")
+    else:
+        target = next(a for a in resolved if a in expected)
+        if not _port_answers(target, 80):
+            problems.append(f"domain: port 80 of {course.domain} ({target}) is not reachable, and ACME HTTP-01 "
+                            "validation needs it — open it to the proxy host (security group, firewall)")
+    if problems:
+        raise TlsPreflightError("TLS pre-flight failed, no certificate was requested and the hub was not changed:\n  - "
+                                + "\n  - ".join(problems), hint="fix the above, then run create again")
     force = local and _served_by_an_older_pebble(state_dir, course, hosts)
     if force:
         progress("the embedded ACME server was restarted (new root CA): the hub gets a new certificate")
     return {"tls_acme_directory": directory, "tls_acme_ca_certificate": ca_pem, "tls_force_renewal": force}
 
 
-def _check_directory(url: str, field_value: str, verify: bool | str) -> None:
+def _directory_problem(url: str, field_value: str, verify: bool | str) -> str | None:
     try:
         response = requests.get(url, timeout=10, verify=verify)
-        ok = response.status_code == 200 and "newOrder" in response.json()
-        reason = f"it answered {response.status_code} without an ACME directory" if not ok else ""
+        if response.status_code == 200 and "newOrder" in response.json():
+            return None
+        reason = f"it answered {response.status_code} without an ACME directory"
     except (requests.RequestException, ValueError) as exc:
-        ok, reason = False, f"{type(exc).__name__}: {_short(exc)}"
-    if not ok:
-        raise TlsPreflightError(
-            f"tls.acme_server: the ACME directory {url} ({field_value}) is not reachable — {reason}; "
-            "no certificate was requested",
-            hint="check the URL and this machine's network, or use acme_server: local for the embedded CA")
+        reason = f"{type(exc).__name__}: {_short(exc)}"
+    where = url if url == field_value else f"{url} ({field_value})"
+    return f"tls.acme_server: the ACME directory {where} is not reachable — {reason}"
 
 
 def _short(exc: Exception) -> str:
@@ -367,18 +367,55 @@ def _getaddrinfo(host, *args, **kwargs):
 
 
 @contextmanager
-def reaching(course: Course, hosts: list[Host]) -> Iterator[None]:
-    """Inside, the course's domain resolves to its hub's address when that hub is on this machine.
+def reaching(state_dir: Path, course: Course, hosts: list[Host]) -> Iterator[None]:
+    """Inside, clients in this process reach the course's hub as a browser trusting its CA would.
 
-    Chromium resolves *.localhost to loopback (RFC 6761); glibc here does not. Clients in this process
-    (health check, tests) then connect to https://<domain>:<port> with the real name: SNI, Host
-    header, hostname verification and websocket Origin all as a browser's.
+    The domain resolves to the hub when that hub is on this machine (Chromium resolves *.localhost to
+    loopback, RFC 6761; glibc here does not), so SNI, Host, hostname checks and websocket Origin are a
+    browser's; and the course's CA is trusted even where REQUESTS_CA_BUNDLE is set (see `trusting`).
     """
     hub = _hub(hosts)
-    if course.tls is None or not _on_loopback(hub):
+    ca = ca_certificate(state_dir, course)
+    with ExitStack() as stack:
+        if course.tls is not None and _on_loopback(hub):
+            stack.enter_context(resolving_to_loopback(course.domain))
+        if ca is not None:
+            stack.enter_context(trusting(ca))
         yield
-        return
-    key = course.domain.lower()
+
+
+@contextmanager
+def trusting(ca: Path) -> Iterator[None]:
+    """Inside, requests trusts `ca` besides the bundle it trusted before.
+
+    requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's own `verify`: for the while,
+    they name that bundle (or certifi's) plus `ca`.
+    """
+    import certifi
+
+    names = [name for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE") if os.environ.get(name)] or ["REQUESTS_CA_BUNDLE"]
+    previous = {name: os.environ.get(name) for name in names}
+    try:
+        for name in names:
+            base = previous[name] or certifi.where()
+            combined = ca.parent / f"with-{hashlib.sha256(base.encode()).hexdigest()[:12]}.pem"
+            text = Path(base).read_text() + "\n" + ca.read_text()
+            if not combined.exists() or combined.read_text() != text:
+                combined.write_text(text)
+            os.environ[name] = str(combined)
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def resolving_to_loopback(domain: str) -> Iterator[None]:
+    """Inside, `domain` resolves to 127.0.0.1 for this process (as *.localhost does in Chromium)."""
+    key = domain.lower().rstrip(".")
     with _lock:
         socket.getaddrinfo = _getaddrinfo  # idempotent: the wrapper only answers for registered names
         previous = _loopback_names.get(key)

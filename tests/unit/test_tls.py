@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import socket
 import struct
 from pathlib import Path
@@ -23,12 +24,13 @@ DOCKER_HUB = Host("c-hub", "hub", "127.0.0.1", 2201, private_address="172.18.0.2
 CLOUD_HUB = Host("c-hub", "hub", "203.0.113.7", 22, private_address="10.0.0.5")
 
 
-def make_pair(tmp_path: Path, names: list[str], *, days: tuple[int, int] = (-10, 80), tag: str = "a") -> tuple[Path, Path]:
+def make_pair(tmp_path: Path, names: list[str], *, days: tuple[int, int] = (-10, 80), tag: str = "a",
+              now: dt.datetime = NOW) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else "nobody")])
     builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
                .serial_number(x509.random_serial_number())
-               .not_valid_before(NOW + dt.timedelta(days=days[0])).not_valid_after(NOW + dt.timedelta(days=days[1])))
+               .not_valid_before(now + dt.timedelta(days=days[0])).not_valid_after(now + dt.timedelta(days=days[1])))
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
     cert = builder.sign(key, hashes.SHA256())
@@ -163,10 +165,27 @@ def test_files_mode_points_nginx_at_the_copies(tmp_path, workshop_data):
 def test_reaching_maps_only_the_course_domain_and_only_inside(workshop_data):
     course = course_with(workshop_data, {"acme_server": "local", "email": "ops@example.edu"},
                          domain="t-unit.hub.localhost")
-    with tls.reaching(course, [DOCKER_HUB]):
+    with tls.reaching(Path("/nonexistent"), parse_course({**workshop_data, "domain": "t-unit.hub.localhost",
+                                                          "tls": {"certificate": "c", "key": "k"}}), [DOCKER_HUB]):
         assert socket.getaddrinfo("t-unit.hub.localhost", 443)[0][4][0] == "127.0.0.1"
     with pytest.raises(socket.gaierror):
         socket.getaddrinfo("t-unit.hub.localhost", 443)
+
+
+def test_trusting_adds_the_course_ca_to_the_bundle_the_environment_names(tmp_path, monkeypatch):
+    system, ca = tmp_path / "system.pem", tmp_path / "root.pem"
+    system.write_text("SYSTEM\n")
+    ca.write_text("COURSE\n")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(system))
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    with tls.trusting(ca):
+        assert Path(os.environ["REQUESTS_CA_BUNDLE"]).read_text().split() == ["SYSTEM", "COURSE"]
+        assert "CURL_CA_BUNDLE" not in os.environ
+    assert os.environ["REQUESTS_CA_BUNDLE"] == str(system)
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    with tls.trusting(ca):
+        assert Path(os.environ["REQUESTS_CA_BUNDLE"]).read_text().rstrip().endswith("COURSE")
+    assert "REQUESTS_CA_BUNDLE" not in os.environ
 
 
 def test_dns_answers_are_read_with_name_compression():
