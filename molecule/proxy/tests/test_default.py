@@ -27,3 +27,10 @@ def test_upstream_down_gives_bad_gateway_not_default_page(host):
     # No hub behind it in this scenario: nginx must answer 502 from our site, not serve a default page.
     code = host.check_output("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1/")
     assert code == "502"
+
+
+def test_one_content_security_policy_nginx_s_only_when_the_hub_sends_none(host):
+    # The hub is down here, so the 502 page is nginx's own: it carries nginx's policy, once.
+    headers = host.check_output("curl -s -D - -o /dev/null http://127.0.0.1/")
+    assert headers.lower().count("content-security-policy:") == 1
+    assert "frame-ancestors 'self' https://lms.example.edu" in headers
