@@ -13,12 +13,14 @@ import signal
 import subprocess
 import tarfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
 
+from hubfleet import acme_local, tls
 from hubfleet.jupyter import execute, login_with_password, start_own_server, stop_own_server
 from hubfleet.state import StateStore
 from tests.conftest import EXAMPLES, future
@@ -33,7 +35,20 @@ SECOND = "t-second"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     state = tmp_path_factory.mktemp("state")
-    return {**os.environ, "HUBFLEET_STATE_DIR": str(state), "PYTHONUNBUFFERED": "1"}
+    yield {**os.environ, "HUBFLEET_STATE_DIR": str(state), "PYTHONUNBUFFERED": "1"}
+    acme_local.stop_local_acme(state)  # the embedded ACME server the workshop's HTTPS came from
+
+
+@pytest.fixture(scope="module", autouse=True)
+def as_a_browser(env):
+    """This process opens https://<course>.hub.localhost:<port> as Chromium does (*.localhost is loopback),
+    its websockets trusting the embedded CA's root as a student who imported it (requests: see `course`)."""
+    root = Path(env["HUBFLEET_STATE_DIR"]) / "acme-local" / "root.pem"
+    with ExitStack() as stack, pytest.MonkeyPatch.context() as patch:
+        for name in (COURSE, SECOND):
+            stack.enter_context(tls.resolving_to_loopback(f"{name}.hub.localhost"))
+        patch.setenv("WEBSOCKET_CLIENT_CA_BUNDLE", str(root))
+        yield root
 
 
 def descriptor(tmp_path_factory, name: str) -> Path:
@@ -45,7 +60,7 @@ def descriptor(tmp_path_factory, name: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def course(env, tmp_path_factory):
+def course(env, tmp_path_factory, as_a_browser):
     """Create the workshop once; yields what the tests need to reach it."""
     path = descriptor(tmp_path_factory, COURSE)
     started = time.monotonic()
@@ -53,14 +68,17 @@ def course(env, tmp_path_factory):
     seconds = time.monotonic() - started
     creds = json.loads(hubfleet(env, "credentials", COURSE, "--json").stdout)
     status = json.loads(hubfleet(env, "status", COURSE, "--json", "--no-probe").stdout)
-    yield {"path": path, "output": proc.stdout + proc.stderr, "url": status["url"], "creds": creds,
-           "seconds": seconds}
+    with tls.trusting(as_a_browser):  # pebble's root exists once create has started it
+        yield {"path": path, "output": proc.stdout + proc.stderr, "url": status["url"], "creds": creds,
+               "seconds": seconds}
     if labelled(COURSE):  # a failed test left it behind: remove it without an archive
         hubfleet(env, "destroy", COURSE, "--yes", "--no-archive", check=False)
 
 
-def test_create_prints_url_and_how_to_log_in(course):
+def test_create_prints_url_and_how_to_log_in(course, as_a_browser):
     assert f"url: {course['url']}" in course["output"]
+    assert course["url"].startswith(f"https://{COURSE}.hub.localhost:")
+    assert f"CA certificate: {as_a_browser}" in course["output"]
     assert "shared password" in course["output"]
     assert course["creds"]["shared-password"] not in course["output"], "create must not print a secret"
     assert requests.get(course["url"] + "/hub/api/", timeout=10).json()["version"].startswith("6.")
