@@ -338,11 +338,12 @@ def _peer_certificate(address: str, port: int, domain: str) -> bytes | None:
 
 
 def _verifies(address: str, port: int, domain: str, verify: bool | str) -> tuple[bool, str]:
-    context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
     if verify is True:
         import certifi
 
-        context.load_verify_locations(certifi.where())  # what requests (and so hubfleet's clients) trust
+        # What requests, and so hubfleet's clients, trust.
+        verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+    context = ssl.create_default_context(cafile=verify)
     try:
         with socket.create_connection((address, port), timeout=10) as raw:
             with context.wrap_socket(raw, server_hostname=domain):

@@ -42,9 +42,9 @@ def make_pair(tmp_path: Path, names: list[str], *, days: tuple[int, int] = (-10,
 
 
 def course_with(workshop_data: dict, tls_settings: dict | None, domain: str = "queues.hub.example.edu"):
-    data = {**workshop_data, "domain": domain}
-    if tls_settings is not None:
-        data["tls"] = tls_settings
+    data = {**workshop_data, "domain": domain, "tls": tls_settings}
+    if tls_settings is None:
+        del data["tls"]
     return parse_course(data)
 
 
