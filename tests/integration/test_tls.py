@@ -71,17 +71,19 @@ def env(tmp_path_factory):
 @pytest.fixture(scope="module")
 def course(env, tmp_path_factory):
     directory = tmp_path_factory.mktemp("descriptors")
-    started = time.monotonic()
-    created = hubfleet(env, "create", str(write_descriptor(directory)), "--no-probe")
-    seconds = time.monotonic() - started
-    status = json.loads(hubfleet(env, "status", COURSE, "--json", "--no-probe").stdout)
-    hub = next(h for h in status["hosts"] if h["role"] == "hub")
-    root = Path(env["HUBFLEET_STATE_DIR"]) / "acme-local" / "root.pem"
-    print(f"create with a certificate from pebble: {seconds:.0f} s")
-    yield {"output": created.stdout + created.stderr, "status": status, "url": status["outputs"]["url"],
-           "https": hub["https_port"], "http": hub["http_port"], "root": str(root), "dir": directory}
-    if labelled(COURSE):
-        hubfleet(env, "destroy", COURSE, "--yes", "--no-archive", check=False)
+    try:  # a create that fails still leaves hosts behind: remove them either way
+        started = time.monotonic()
+        created = hubfleet(env, "create", str(write_descriptor(directory)), "--no-probe")
+        seconds = time.monotonic() - started
+        status = json.loads(hubfleet(env, "status", COURSE, "--json", "--no-probe").stdout)
+        hub = next(h for h in status["hosts"] if h["role"] == "hub")
+        root = Path(env["HUBFLEET_STATE_DIR"]) / "acme-local" / "root.pem"
+        print(f"create with a certificate from pebble: {seconds:.0f} s")
+        yield {"output": created.stdout + created.stderr, "status": status, "url": status["outputs"]["url"],
+               "https": hub["https_port"], "http": hub["http_port"], "root": str(root), "dir": directory}
+    finally:
+        if labelled(COURSE):
+            hubfleet(env, "destroy", COURSE, "--yes", "--no-archive", check=False)
 
 
 @contextmanager

@@ -163,10 +163,9 @@ def test_files_mode_points_nginx_at_the_copies(tmp_path, workshop_data):
 
 
 def test_reaching_maps_only_the_course_domain_and_only_inside(workshop_data):
-    course = course_with(workshop_data, {"acme_server": "local", "email": "ops@example.edu"},
-                         domain="t-unit.hub.localhost")
-    with tls.reaching(Path("/nonexistent"), parse_course({**workshop_data, "domain": "t-unit.hub.localhost",
-                                                          "tls": {"certificate": "c", "key": "k"}}), [DOCKER_HUB]):
+    # Own certificate files: no CA of the course's to add, only the name to map.
+    course = course_with(workshop_data, {"certificate": "c.pem", "key": "k.pem"}, domain="t-unit.hub.localhost")
+    with tls.reaching(Path("/nonexistent"), course, [DOCKER_HUB]):
         assert socket.getaddrinfo("t-unit.hub.localhost", 443)[0][4][0] == "127.0.0.1"
     with pytest.raises(socket.gaierror):
         socket.getaddrinfo("t-unit.hub.localhost", 443)
