@@ -9,7 +9,7 @@ import requests
 import websocket
 
 from hubfleet.errors import HubfleetError
-from hubfleet.jupyter import HubClient, execute
+from hubfleet.jupyter import HubClient, execute, trusting_session
 
 PROBE_USER = "hubfleet-probe"
 
@@ -54,8 +54,7 @@ def check(url: str, token: str, *, probe: bool = True, verify: bool | str = True
         client.ensure_user(PROBE_USER)
         client.start_server(PROBE_USER, timeout=timeout)
         token_for_probe = client.user_token(PROBE_USER)
-        session = requests.Session()
-        session.verify = verify
+        session = trusting_session(verify)
         result = execute(f"{client.base}/user/{PROBE_USER}", "1+1", session=session,
                          headers={"Authorization": f"token {token_for_probe}"})
         if result.status != "ok" or result.output.strip() != "2":

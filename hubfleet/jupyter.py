@@ -29,14 +29,25 @@ class ExecResult:
     error: str = ""
 
 
+def trusting_session(verify: bool | str = True) -> requests.Session:
+    """A session that trusts exactly `verify` (a CA bundle path, or True for the defaults).
+
+    requests lets REQUESTS_CA_BUNDLE override a session's own verify; a course's CA must win.
+    """
+    session = requests.Session()
+    session.verify = verify
+    if isinstance(verify, str):
+        session.trust_env = False
+    return session
+
+
 class HubClient:
     """The hub's REST API with a service token."""
 
     def __init__(self, base_url: str, token: str, *, verify: bool | str = True, timeout: float = 15):
         self.base = base_url.rstrip("/")
-        self.session = requests.Session()
+        self.session = trusting_session(verify)
         self.session.headers["Authorization"] = f"token {token}"
-        self.session.verify = verify
         self.timeout = timeout
 
     def api(self, method: str, path: str, **kwargs) -> requests.Response:
@@ -166,8 +177,7 @@ def _run_on_channel(ws: websocket.WebSocket, code: str, timeout: float) -> ExecR
 
 def login_with_password(base_url: str, username: str, password: str, *, verify: bool | str = True) -> requests.Session:
     """Log in through the hub's login form, as a student's browser does."""
-    session = requests.Session()
-    session.verify = verify
+    session = trusting_session(verify)
     base = base_url.rstrip("/")
     page = session.get(f"{base}/hub/login", timeout=30)
     page.raise_for_status()

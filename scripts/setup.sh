@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[hubfleet] %s\n' "$*" >&2; }
 
-APT_PACKAGES=(python3-venv python3-pip openssh-client debootstrap ca-certificates git rsync)
+APT_PACKAGES=(python3-venv python3-pip openssh-client debootstrap ca-certificates git rsync pebble)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
