@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from hubfleet.environ import environ
 from hubfleet.errors import ProvisionError
 from hubfleet.providers.base import Progress
 
@@ -92,17 +93,8 @@ class TerraformRunner:
 
         tf = self._terraform()
         # No prompts, no colour, no call home: the machine may have no network but the cloud's API.
-        env = {"TF_IN_AUTOMATION": "1", "TF_INPUT": "0", "CHECKPOINT_DISABLE": "1"}
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
+        with environ(TF_IN_AUTOMATION="1", TF_INPUT="0", CHECKPOINT_DISABLE="1"):
             code, out, err = tf.cmd(step, *args, no_color=IsFlagged, **options)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
         if code not in ok_codes:
             detail = "\n".join(line for line in (err or out or "").strip().splitlines()[-15:] if line.strip())
             raise ProvisionError(f"terraform {step} failed in {self.dir} (exit {code}):\n{detail}",

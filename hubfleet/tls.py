@@ -20,6 +20,7 @@ import requests
 
 from hubfleet import acme_local
 from hubfleet.descriptor import AcmeTls, Course, FileTls
+from hubfleet.environ import environ
 from hubfleet.errors import FieldProblem, InvalidInput, ProvisionError
 from hubfleet.providers import Host
 
@@ -395,22 +396,16 @@ def trusting(ca: Path) -> Iterator[None]:
     import certifi
 
     names = [name for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE") if os.environ.get(name)] or ["REQUESTS_CA_BUNDLE"]
-    previous = {name: os.environ.get(name) for name in names}
-    try:
-        for name in names:
-            base = previous[name] or certifi.where()
-            combined = ca.parent / f"with-{hashlib.sha256(base.encode()).hexdigest()[:12]}.pem"
-            text = Path(base).read_text() + "\n" + ca.read_text()
-            if not combined.exists() or combined.read_text() != text:
-                combined.write_text(text)
-            os.environ[name] = str(combined)
+    bundles = {}
+    for name in names:
+        base = os.environ.get(name) or certifi.where()
+        combined = ca.parent / f"with-{hashlib.sha256(base.encode()).hexdigest()[:12]}.pem"
+        text = Path(base).read_text() + "\n" + ca.read_text()
+        if not combined.exists() or combined.read_text() != text:
+            combined.write_text(text)
+        bundles[name] = str(combined)
+    with environ(**bundles):
         yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @contextmanager

@@ -13,6 +13,7 @@
 # project hubfleet-test) and `hubfleet-dev-admin`.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/lib.sh"
 TPL=$HERE/openstack
 ROOT=$(dirname "$HERE")
 DIR=${HUBFLEET_OPENSTACK_DIR:-/tmp/hubfleet-openstack}
@@ -36,17 +37,8 @@ log() { printf '[openstack-dev] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 ensure_packages() {
-  local missing=() p
-  for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    log "installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    # Library packages only: the service packages would prompt (debconf) and start systemd units.
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  # Library packages only: the service packages would prompt (debconf) and start systemd units.
+  ensure_debian_packages "${PACKAGES[@]}"
   # The api-paste.ini files live in the *-common packages, which we unpack instead of install.
   local pkg=$DIR/pkg
   if [ ! -f "$pkg/.done" ]; then

@@ -1,21 +1,13 @@
 #!/usr/bin/env bash
-# Set up everything hubfleet needs on a Debian 12 machine (root): system packages, the Docker
-# engine, and a virtualenv in .venv with hubfleet installed. Safe to run again.
+# Set up what hubfleet needs on a Debian 12 machine (root): system packages and a virtualenv in
+# .venv with hubfleet installed (scripts/ensure-docker.sh does the Docker engine). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 log() { printf '[hubfleet] %s\n' "$*" >&2; }
 
 APT_PACKAGES=(python3-venv python3-pip openssh-client debootstrap ca-certificates git rsync pebble)
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  log "installing Debian packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+ensure_debian_packages "${APT_PACKAGES[@]}"
 
 PY=${HUBFLEET_PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
