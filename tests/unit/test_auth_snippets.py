@@ -90,6 +90,9 @@ def test_lti11_snippet_reads_the_secret_from_the_environment_and_frames_for_the_
     settings = c.JupyterHub.values["tornado_settings"]
     assert settings["headers"] == {"Content-Security-Policy": csp}
     assert settings["cookie_options"] == settings["xsrf_cookie_kwargs"] == {"samesite": "None", "secure": True}
+    # JupyterHub writes path=/hub/ into xsrf_cookie_kwargs; shared with cookie_options, the servers'
+    # cookies would get that path and never come back to /user/... (an OAuth redirect loop).
+    assert settings["cookie_options"] is not settings["xsrf_cookie_kwargs"]
     (arg,) = c.Spawner.values["args"]["appended"]
     name, _, literal = arg.partition("=")
     assert name == "--ServerApp.tornado_settings"
