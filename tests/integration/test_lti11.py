@@ -11,7 +11,6 @@ import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import requests
 
 from hubfleet.jupyter import execute, start_own_server
 from tests.support.courses import error_message, hub_log, hubfleet, service_client
@@ -26,7 +25,7 @@ def launch(course, fields, *, style="moodle", key=None, secret=None, session=Non
     url = course.extra["launch_url"]
     form = sign(url, key or course.extra["consumer_key"], secret or course.extra["consumer_secret"], fields,
                 style=style, **signing)
-    return (session or requests.Session()).post(url, data=form, allow_redirects=False, timeout=30)
+    return (session or course.session()).post(url, data=form, allow_redirects=False, timeout=30)
 
 
 def whoami(course, session) -> str:
@@ -48,7 +47,7 @@ def test_lti_config_gives_the_lms_what_it_needs_and_only_it_prints_the_secret(lt
 
 
 def test_edx_launch_lands_in_a_running_server_that_runs_code(lti11_course):
-    student = requests.Session()
+    student = lti11_course.session()
     started = time.monotonic()
     first = launch(lti11_course, launch_fields("a3f1c0de9b7e4d2a8c6b5e4f3a2b1c0d"), style="edx", session=student)
     assert first.status_code == 302, error_message(first)
@@ -62,7 +61,7 @@ def test_edx_launch_lands_in_a_running_server_that_runs_code(lti11_course):
 
 
 def test_moodle_launch_with_custom_next_opens_that_notebook_for_a_normalised_user(lti11_course):
-    student = requests.Session()
+    student = lti11_course.session()
     fields = launch_fields("Jane.Doe@Example.EDU", custom_next="/hub/user-redirect/lab/tree/intro.ipynb")
     first = launch(lti11_course, fields, style="moodle", session=student)
     assert first.status_code == 302, error_message(first)
@@ -99,9 +98,10 @@ def test_bad_launches_are_refused_with_a_reason_and_logged_without_secrets(lti11
     refusals["missing user id"] = launch(course, launch_fields(None))
     tampered = sign(course.extra["launch_url"], course.extra["consumer_key"], secret, launch_fields("mallory"))
     tampered["user_id"] = "the-teacher"
-    refusals["tampered body"] = requests.post(course.extra["launch_url"], data=tampered, allow_redirects=False)
-    refusals["unsigned"] = requests.post(course.extra["launch_url"], data=launch_fields("mallory"),
-                                         allow_redirects=False)
+    refusals["tampered body"] = course.session().post(course.extra["launch_url"], data=tampered,
+                                                      allow_redirects=False)
+    refusals["unsigned"] = course.session().post(course.extra["launch_url"], data=launch_fields("mallory"),
+                                                 allow_redirects=False)
 
     expected = {
         "wrong secret": (401, "oauth_signature does not match"),
@@ -128,11 +128,11 @@ def test_bad_launches_are_refused_with_a_reason_and_logged_without_secrets(lti11
 
 def test_lti_posts_need_no_xsrf_token_while_the_hub_still_checks_it_elsewhere(lti11_course):
     """Upstream's 403 "_xsrf argument missing" on JupyterHub >= 4: an LMS cannot send a hub's token."""
-    fresh = requests.Session()  # no cookie, no _xsrf field: exactly what an LMS's auto-submitted form has
+    fresh = lti11_course.session()  # no cookie, no _xsrf field: exactly what an LMS's auto-submitted form has
     response = launch(lti11_course, launch_fields("lms-form-probe"), session=fresh)
     assert response.status_code == 302, error_message(response)
-    control = requests.post(f"{lti11_course.url}/hub/api/users/lms-form-probe/server",
-                            cookies=fresh.cookies, allow_redirects=False, timeout=30)
+    control = fresh.post(f"{lti11_course.url}/hub/api/users/lms-form-probe/server", allow_redirects=False,
+                         timeout=30)
     assert control.status_code == 403 and "xsrf" in control.text.lower(), control.text[:300]
     log = hub_log(lti11_course)
     assert "'_xsrf' argument missing from POST" in log  # the control request
@@ -142,7 +142,7 @@ def test_lti_posts_need_no_xsrf_token_while_the_hub_still_checks_it_elsewhere(lt
 def test_the_lms_may_frame_the_hub_and_the_servers_and_cookies_fit_the_scheme(lti11_course):
     origin = lti11_course.extra["lms_origin"]
     wanted = f"frame-ancestors 'self' {origin}"
-    student = requests.Session()
+    student = lti11_course.session()
     first = launch(lti11_course, launch_fields("frame-probe"), session=student)
     start_own_server(student, lti11_course.url, "frame-probe")
     for page in ("/hub/home", "/user/frame-probe/lab"):

@@ -8,18 +8,25 @@ the provider then finds it and `destroy` removes it with the rest.
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import os
 import re
 import socket
 import subprocess
 import sys
+import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlsplit
 
 import requests
 import yaml
 
+from hubfleet import tls
+from hubfleet.descriptor import parse_course
 from hubfleet.jupyter import HubClient
 from hubfleet.providers.docker import LABEL_COURSE, LABEL_MANAGED, DockerProvider
 from hubfleet.state import StateStore
@@ -37,12 +44,35 @@ class TestCourse:
     env: dict
     output: str
     seconds: float
+    verify: bool | str = True  # what a student's browser trusts: the embedded ACME root for local TLS
     extra: dict = field(default_factory=dict)
 
     @property
     def host(self) -> str:
         """The hub host's container."""
         return f"{self.name}-hub"
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.env["HUBFLEET_STATE_DIR"])
+
+    def session(self) -> requests.Session:
+        """A student's browser: trusts the course's CA, keeps cookies."""
+        session = requests.Session()
+        session.verify = self.verify
+        return session
+
+
+@contextmanager
+def reaching(course: TestCourse) -> Iterator[None]:
+    """Inside, this process reaches an HTTPS course by its *.localhost name, as Chromium does."""
+    host = urlsplit(course.url).hostname or ""
+    with ExitStack() as stack:
+        if course.url.startswith("https://") and host.endswith(".localhost"):
+            stack.enter_context(tls.resolving_to_loopback(host))
+        if isinstance(course.verify, str):  # REQUESTS_CA_BUNDLE would override a session's own CA
+            stack.enter_context(tls.trusting(Path(course.verify)))
+        yield
 
 
 def hubfleet(env: dict, *args: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -87,13 +117,14 @@ def write_descriptor(directory: Path, name: str, authenticator: dict, **extra) -
 
 
 def create_course(env: dict, descriptor: Path, name: str) -> TestCourse:
-    import time
-
     started = time.monotonic()
     proc = hubfleet(env, "create", str(descriptor), "--no-probe")
     seconds = time.monotonic() - started
     status = yaml.safe_load(hubfleet(env, "status", name, "--json", "--no-probe").stdout)
-    return TestCourse(name, status["url"], env, proc.stdout + proc.stderr, seconds)
+    store = StateStore(Path(env["HUBFLEET_STATE_DIR"]))
+    course = parse_course(store.get(name).descriptor, source="recorded descriptor", today=dt.date.min)
+    return TestCourse(name, status["url"], env, proc.stdout + proc.stderr, seconds,
+                      verify=tls.trust(store.dir, course))
 
 
 def destroy_course(env: dict, name: str) -> None:
@@ -102,8 +133,8 @@ def destroy_course(env: dict, name: str) -> None:
 
 def service_client(course: TestCourse) -> HubClient:
     """The hub's API as hubfleet itself calls it (its service token from the state store)."""
-    store = StateStore(Path(course.env["HUBFLEET_STATE_DIR"]))
-    return HubClient(course.url, store.get_secret(course.name, "hub-api-token"))
+    store = StateStore(course.state_dir)
+    return HubClient(course.url, store.get_secret(course.name, "hub-api-token"), verify=course.verify)
 
 
 def hub_log(course: TestCourse) -> str:

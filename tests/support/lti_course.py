@@ -12,6 +12,7 @@ import secrets
 
 import pytest
 
+from hubfleet import acme_local
 from tests.support.courses import (
     TestCourse,
     course_env,
@@ -19,11 +20,14 @@ from tests.support.courses import (
     destroy_course,
     free_port,
     hubfleet,
+    reaching,
     write_descriptor,
 )
 
-# The scheme students use. http until roles/tls serves these Docker hosts over https.
-LTI_SCHEMES = ["http"]
+# The scheme students use: https with a certificate from the embedded ACME server (roles/tls), as an
+# LMS requires; add "http" to run the module against a plain-HTTP course as well (one more course).
+LTI_SCHEMES = ["https"]
+LOCAL_TLS = {"acme_server": "local", "email": "ops@example.edu"}
 
 
 @pytest.fixture(scope="session", params=LTI_SCHEMES)
@@ -34,11 +38,15 @@ def lti11_course(request, tmp_path_factory) -> TestCourse:
     directory = tmp_path_factory.mktemp(name)
     env = course_env(directory / "state")
     authenticator = {"kind": "lti11", "secret": "generate", "lms_origin": f"http://127.0.0.1:{lms_port}"}
-    descriptor = write_descriptor(directory, name, authenticator)
+    https = request.param == "https"
+    descriptor = write_descriptor(directory, name, authenticator, **({"tls": LOCAL_TLS} if https else {}))
     try:
         course = create_course(env, descriptor, name)
         assert course.url.startswith(f"{request.param}://")
         course.extra.update(json.loads(hubfleet(env, "lti-config", name, "--json").stdout), lms_port=lms_port)
-        yield course
+        with reaching(course):
+            yield course
     finally:
         destroy_course(env, name)
+        if https:
+            acme_local.stop_local_acme(directory / "state")

@@ -137,7 +137,10 @@ class HubfleetLTI11LaunchHandler(LaunchRedirect, LTI11AuthenticateHandler):
         return
 
     async def get(self):
-        raise refuse(405, "an LTI launch is a POST from the LMS: open the activity from your course page")
+        # Also where a launch ends when the browser refused the hub's cookies inside the LMS page.
+        raise refuse(405, "an LTI launch is a POST from the LMS: open the activity from your course page. "
+                          "If you just did, your browser blocked this hub's cookies inside that page: "
+                          "open the activity in a new window, or allow this site's cookies")
 
     async def post(self):
         user = await self.login_user()
