@@ -143,6 +143,8 @@ class Lti11(Strict):
     @field_validator("consumer_key")
     @classmethod
     def _key(cls, v: str | None) -> str | None:
+        if v is not None and ":" in v:
+            raise ValueError(f"{v!r} has a colon — edX splits its LTI passport (id:key:secret) on colons")
         return None if v is None else check_ident(v, "consumer key")
 
     @field_validator("username_key")
