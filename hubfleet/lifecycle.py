@@ -7,6 +7,7 @@ store's event log so another process can follow a long step.
 from __future__ import annotations
 
 import datetime as dt
+import string
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from hubfleet import ansible, auth, tls
 from hubfleet.archive import ArchiveSummary, join_parts
 from hubfleet.descriptor import Course, parse_course
 from hubfleet.errors import ArchiveError, HubfleetError, ProvisionError
-from hubfleet.health import Health, check
+from hubfleet.health import PROBE_USER, Health, check
 from hubfleet.providers import Host, Provider, get_provider
 from hubfleet.sizing import Plan, load_catalogue, plan_course
 from hubfleet.state import Instance, StateStore
@@ -24,6 +25,15 @@ from hubfleet.state import Instance, StateStore
 Progress = Callable[[str, str], None]  # (kind, message)
 
 ADMIN_USER = auth.ADMIN_USER
+VOLUME_PREFIX = "hubfleet-user-"  # one volume per student: <prefix><username as DockerSpawner escapes it>
+
+
+def spawner_escaped(username: str) -> str:
+    """A username as DockerSpawner writes it into names: [a-z0-9] kept, anything else -XX (hex)."""
+    return "".join(c if c in string.ascii_lowercase + string.digits else f"-{ord(c):02x}" for c in username)
+
+
+PROBE_VOLUME = VOLUME_PREFIX + spawner_escaped(PROBE_USER)  # the health probe is not a student
 
 
 @dataclass
@@ -84,7 +94,7 @@ def role_variables(course: Course, plan: Plan, hosts: list[Host]) -> dict:
         "hub_max_age": course.culling.max_age,
         "hub_concurrent_spawn_limit": plan.spawn_limit,
         "hub_active_server_limit": plan.active_server_limit,
-        "hub_volume_prefix": "hubfleet-user-",
+        "hub_volume_prefix": VOLUME_PREFIX,
         "hub_node_capacity": plan.node_capacity,
         "swarm_course": course.name,
         "proxy_domain": course.domain,
@@ -180,7 +190,7 @@ def _create(store, course, plan, record, probe, verbosity, choices):
     return instance, health, run.changed
 
 
-VOLUMES_COMMAND = "docker volume ls -q --filter name=hubfleet-user- | grep -v '^hubfleet-user-hubfleet-probe$' || true"
+VOLUMES_COMMAND = f"docker volume ls -q --filter name={VOLUME_PREFIX} | grep -v '^{PROBE_VOLUME}$' || true"
 
 
 def scale_course(store: StateStore, name: str, count: int, *, progress: Progress | None = None,
@@ -188,7 +198,7 @@ def scale_course(store: StateStore, name: str, count: int, *, progress: Progress
     """Give a live course `count` hosts: new ones join its Swarm; removed ones must hold no student's work."""
     instance = store.get(name)
     if instance.status == "archived":
-        raise HubfleetError(f"course {name!r} is archived", hint=f"create it again with `hubfleet create`")
+        raise HubfleetError(f"course {name!r} is archived", hint="create it again with `hubfleet create`")
     course = parse_course(instance.descriptor, source="recorded descriptor", today=dt.date.min)
     flavors = Path(instance.outputs["flavors"]) if instance.outputs.get("flavors") else None
     plan_for(store, course, flavors=flavors, hosts=count)  # refuses a count the load does not fit, first
@@ -368,12 +378,13 @@ def _archive(store: StateStore, instance: Instance, provider: Provider, record: 
                            hint=f"use `hubfleet destroy {instance.name} --no-archive` if there is nothing to save")
     workdir = store.instance_dir(instance.name)
     key = workdir / "secrets" / "id_ed25519"
-    course = parse_course(instance.descriptor, source="recorded descriptor", today=dt.date.min)
-    plan = plan_course(course, load_catalogue(course.provider), hosts_override=len(hosts))
-    variables = {**role_variables(course, plan, hosts), **provider.inventory_vars()}
     fetch_dir = workdir / "archive-parts"
     fetch_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    inventory = ansible.write_inventory(workdir, hosts, {**variables, "archive_fetch_dir": str(fetch_dir)}, key)
+    # Archiving needs only what names the course's servers and volumes: no re-plan, which a changed
+    # flavor list could refuse while students' work waits to be saved.
+    variables = {"hub_course": instance.name, "hub_volume_prefix": VOLUME_PREFIX, "archive_exclude": PROBE_VOLUME,
+                 "archive_fetch_dir": str(fetch_dir), **provider.inventory_vars()}
+    inventory = ansible.write_inventory(workdir, hosts, variables, key)
     record("step", "archiving the students' work on every host")
     try:
         ansible.run_playbook("archive.yml", workdir=workdir, inventory=inventory, progress=record,
