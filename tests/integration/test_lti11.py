@@ -91,9 +91,12 @@ def test_bad_launches_are_refused_with_a_reason_and_logged_without_secrets(lti11
     refusals = {}
     refusals["wrong secret"] = launch(course, launch_fields("mallory"), secret="not-the-secret-0123456789")
     refusals["unknown key"] = launch(course, launch_fields("mallory"), key="someone-elses-key")
-    replayed_nonce = "replay-" + str(time.time_ns())
-    assert launch(course, launch_fields("replayer"), nonce=replayed_nonce).status_code == 302
-    refusals["replayed nonce"] = launch(course, launch_fields("replayer"), nonce=replayed_nonce)
+    captured = sign(course.extra["launch_url"], course.extra["consumer_key"], secret, launch_fields("replayer"))
+    assert course.session().post(course.extra["launch_url"], data=captured, allow_redirects=False).status_code == 302
+    refusals["replayed launch"] = course.session().post(course.extra["launch_url"], data=captured,
+                                                        allow_redirects=False)
+    time.sleep(1.1)  # the same nonce, signed again with a later timestamp, is still refused
+    refusals["reused nonce"] = launch(course, launch_fields("replayer"), nonce=captured["oauth_nonce"])
     refusals["timestamp too old"] = launch(course, launch_fields("mallory"), timestamp=int(time.time()) - 3600)
     refusals["missing user id"] = launch(course, launch_fields(None))
     tampered = sign(course.extra["launch_url"], course.extra["consumer_key"], secret, launch_fields("mallory"))
@@ -106,7 +109,8 @@ def test_bad_launches_are_refused_with_a_reason_and_logged_without_secrets(lti11
     expected = {
         "wrong secret": (401, "oauth_signature does not match"),
         "unknown key": (401, "unknown oauth_consumer_key"),
-        "replayed nonce": (401, "oauth_nonce was already used"),
+        "replayed launch": (401, "oauth_nonce was already used"),
+        "reused nonce": (401, "oauth_nonce was already used"),
         "timestamp too old": (401, "oauth_timestamp is 3600 s old"),
         "missing user id": (403, "the launch has no user_id"),
         "tampered body": (401, "oauth_signature does not match"),

@@ -4,8 +4,8 @@ Installed next to jupyterhub_config.py by roles/lti and named by conf.d/auth.py.
 from upstream, and why (docs/authenticators.md has the long form):
 
 LTI 1.1
-- Nonces are remembered per consumer until their timestamp leaves the accepted window, and only
-  once the signature is valid: upstream keys them in a 35-entry TTL cache by timestamp, so a
+- A nonce is good once per consumer, whatever timestamp it is signed with, and is remembered until
+  no launch carrying it could still be accepted; it is recorded only once the signature is valid: upstream keys them in a 35-entry TTL cache by timestamp, so a
   launch stamped in the future could be replayed once its cache entry expired, and an unsigned
   request could burn a real launch's nonce.
 - Every parameter (query and body, repeated ones too) enters the signature base string.
@@ -209,8 +209,10 @@ class HubfleetLTI11Authenticator(LTI11Authenticator):
         if not hmac.compare_digest(expected.encode(), args["oauth_signature"].encode()):
             raise refuse(401, "oauth_signature does not match: a wrong consumer secret, or the launch "
                               "was changed on the way")
-        nonce_key = (args["oauth_consumer_key"], stamp, args["oauth_nonce"])
-        if self._nonces.seen_before(nonce_key, stamp + self.timestamp_window + 1):
+        # Keyed without the timestamp: a nonce is good once for as long as any launch carrying it could
+        # be accepted, so re-signing it one second later (or a slow first launch) does not reopen it.
+        nonce_key = (args["oauth_consumer_key"], args["oauth_nonce"])
+        if self._nonces.seen_before(nonce_key, time.time() + 2 * self.timestamp_window + 1):
             raise refuse(401, "oauth_nonce was already used: a replayed launch")
         if args.get("lti_message_type") != LTI11_MESSAGE_TYPE:
             raise refuse(403, f"lti_message_type must be {LTI11_MESSAGE_TYPE}")
