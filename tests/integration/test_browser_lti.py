@@ -14,13 +14,14 @@ from __future__ import annotations
 import html
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from tests.conftest import ROOT
 from tests.support.browser import CHROMIUM_ARGS, ensure_chromium
-from tests.support.courses import free_port
+from tests.support.courses import free_port, hub_log
 from tests.support.lti11_consumer import launch_fields, sign
 
 pytest_plugins = ["tests.support.lti_course"]
@@ -98,19 +99,50 @@ def chromium(playwright, profile):
         ignore_https_errors=True, viewport={"width": 1280, "height": 900})
 
 
+def record_journey(page) -> list[str]:
+    """Every navigation, failed request, error response and refusal the page meets, in order."""
+    journey: list[str] = []
+    page.on("framenavigated", lambda frame: journey.append(f"navigated  {frame.url}"))
+    page.on("requestfailed", lambda request: journey.append(f"failed     {request.method} {request.url}: "
+                                                            f"{request.failure}"))
+    page.on("response", lambda response: journey.append(f"{response.status}        {response.request.method} "
+                                                        f"{response.url}") if response.status >= 300 else None)
+    page.on("console", lambda message: journey.append(f"console    {message.text}"))
+    return journey
+
+
 def test_launch_inside_the_lms_iframe_opens_jupyterlab_that_runs_code(lti11_course, lms, playwright, tmp_path):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     context = chromium(playwright, tmp_path / "profile")
     try:
         page = context.new_page()
-        page.goto(f"{lms}?student=iframe-student")
+        journey = record_journey(page)
         frame = page.frame_locator("#tool")
         # The hub starts the server on the way; JupyterLab's launcher appears once it runs.
         try:
-            frame.locator(".jp-LauncherCard").first.wait_for(timeout=180_000)
+            page.goto(f"{lms}?student=iframe-student")
+            deadline, reloaded = time.monotonic() + 180, False
+            while True:
+                try:
+                    frame.locator(".jp-LauncherCard").first.wait_for(timeout=5_000)
+                    break
+                except PlaywrightTimeout:
+                    # Chromium aborts requests in flight when this machine's interfaces change (any
+                    # container started or stopped beside the tests): a student would reload, once.
+                    if not reloaded and any("ERR_NETWORK_CHANGED" in step for step in journey):
+                        reloaded = True
+                        journey.append("reloaded after ERR_NETWORK_CHANGED")
+                        page.goto(f"{lms}?student=iframe-student")
+                    elif time.monotonic() > deadline:
+                        raise
         except Exception:
             frames = [f.url for f in page.frames]
             page.screenshot(path=str(SHOTS / "lti11-launch-in-iframe-failed.png"), timeout=10_000)
-            raise AssertionError(f"no JupyterLab in the iframe; frames: {frames}") from None
+            hub = [line for line in hub_log(lti11_course).splitlines() if "iframe-student" in line]
+            raise AssertionError("no JupyterLab in the iframe; frames: {}\nthe browser's journey:\n{}\n"
+                                 "the hub's log for the student:\n{}".format(
+                                     frames, "\n".join(journey), "\n".join(hub[-30:]))) from None
         tool = next(f for f in page.frames if f.url.startswith(lti11_course.url))
         assert tool.url.startswith(f"{lti11_course.url}/user/iframe-student/lab"), tool.url
         # A notebook in the iframe: its kernel starts (a POST with the server's _xsrf cookie) and runs code.
