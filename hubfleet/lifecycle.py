@@ -19,7 +19,7 @@ from hubfleet.descriptor import Course, parse_course
 from hubfleet.errors import ArchiveError, HubfleetError, ProvisionError
 from hubfleet.health import PROBE_USER, Health, check
 from hubfleet.providers import Host, Provider, get_provider
-from hubfleet.sizing import Plan, load_catalogue, plan_course
+from hubfleet.sizing import Plan, load_catalogue, plan_course, spawn_limit_for
 from hubfleet.state import Instance, StateStore
 
 Progress = Callable[[str, str], None]  # (kind, message)
@@ -82,8 +82,15 @@ def plan_for(store: StateStore, course: Course, *, flavors: Path | None = None, 
     return plan, notes
 
 
-def role_variables(course: Course, plan: Plan, hosts: list[Host]) -> dict:
-    """What the roles need, none of it secret: goes into the generated inventory."""
+def role_variables(course: Course, plan: Plan, hosts: list[Host], cores: float | None = None) -> dict:
+    """What the roles need, none of it secret: goes into the generated inventory.
+
+    `cores` is what the hosts really have when less than planned (Docker hosts share this machine):
+    the spawn limit follows the real cores, or a crowd of starts would outrun them.
+    """
+    spawn_limit = plan.spawn_limit
+    if cores:
+        spawn_limit = min(spawn_limit, spawn_limit_for(cores, course.load.cpu_per_user))
     return {
         "hub_course": course.name,
         "hub_title": course.title,
@@ -92,7 +99,7 @@ def role_variables(course: Course, plan: Plan, hosts: list[Host]) -> dict:
         "hub_cpu_limit": plan.cpu_limit,
         "hub_idle_timeout": course.culling.idle_timeout,
         "hub_max_age": course.culling.max_age,
-        "hub_concurrent_spawn_limit": plan.spawn_limit,
+        "hub_concurrent_spawn_limit": spawn_limit,
         "hub_active_server_limit": plan.active_server_limit,
         "hub_volume_prefix": VOLUME_PREFIX,
         "hub_node_capacity": plan.node_capacity,
@@ -167,7 +174,8 @@ def _create(store, course, plan, record, probe, verbosity, choices):
     provider.ensure_image(course.image)
 
     store.update(course.name, status="configuring")
-    variables = {**role_variables(course, plan, hosts), **provider.inventory_vars(), **tls_variables}
+    variables = {**role_variables(course, plan, hosts, provider.cpu_cores(hosts)), **provider.inventory_vars(),
+                 **tls_variables}
     inventory = ansible.write_inventory(workdir, hosts, variables, key_path)
     run = ansible.run_playbook("site.yml", workdir=workdir, inventory=inventory, secrets=secrets,
                                progress=record, verbosity=verbosity)

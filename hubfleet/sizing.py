@@ -142,9 +142,17 @@ def hosts_needed(flavor: Flavor, concurrent: int, mem_per_user: int, cpu_per_use
     return n if n <= MAX_HOSTS else None
 
 
-def spawn_limit_for(total_vcpus: float) -> int:
-    """Spawns are CPU-bound at start-up: about five in flight per core, between 5 and 100."""
-    return int(min(100, max(5, math.ceil(total_vcpus * 5))))
+def spawn_limit_for(total_vcpus: float, cpu_per_user: float = 0.2) -> int:
+    """Servers starting at once: enough to keep every core busy, each at its own CPU limit, and half
+    again for the time they wait on disk and network; between 5 and 100.
+
+    Starting a server is CPU-bound (about 2-3 CPU-seconds). Admitting more than the cores can run
+    makes every start slower until they all pass JupyterHub's timeouts and are killed and retried:
+    100 students let in at once on 2 cores started none in time, where 2 cores admitting a few at a
+    time start them all.
+    """
+    per_start = min(1.0, max(0.05, cpu_per_user))
+    return int(min(100, max(5, math.ceil(1.5 * total_vcpus / per_start))))
 
 
 def plan_course(course: Course, catalogue: Catalogue, *, headroom: float = DEFAULT_HEADROOM,
@@ -204,6 +212,6 @@ def plan_course(course: Course, catalogue: Catalogue, *, headroom: float = DEFAU
         memory_needed=memory_needed, cpu_needed=cpu_needed,
         disk_needed=load.students * disk_user + n * BASE_DISK, hosts=specs,
         users_per_host=per_host if n > 1 else first, node_capacity=per_host, mem_limit=mem_user, cpu_limit=cpu_user,
-        disk_per_user=disk_user, spawn_limit=spawn_limit_for(n * flavor.vcpus),
+        disk_per_user=disk_user, spawn_limit=spawn_limit_for(n * flavor.vcpus, cpu_user),
         active_server_limit=capacity, cost_per_day=cost, currency=catalogue.currency, notes=tuple(notes),
     )

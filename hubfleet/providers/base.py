@@ -85,6 +85,10 @@ class Provider(ABC):
         """Extra Ansible variables every host of this backend needs."""
         return {}
 
+    def cpu_cores(self, hosts: list[Host]) -> float | None:
+        """Cores these hosts really have together, when less than their flavors say (None: as planned)."""
+        return None
+
     def catalogue(self):
         """The flavors this backend really offers (a sizing.Catalogue), or None for the packaged one."""
         return None

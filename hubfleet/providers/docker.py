@@ -40,6 +40,12 @@ HOST_RUN_FLAGS = [
     "--restart", "unless-stopped",
 ]
 PUBLISHED_PORTS = {"ssh": 22, "http": 80, "https": 443}
+# The students' containers are not nested in their host here: on this machine's cgroup v1 tree the
+# host's engine puts them beside it, each with Docker's default weight of 1024. A host (its hub,
+# proxy, engine) weighs as much as 64 of them, so a crowd of servers starting at once cannot starve
+# the hub. (Nesting them under the host with the systemd cgroup driver was tried: 100 students
+# starting at once spent the machine in the kernel, 100 % system time, and started slower.)
+HOST_CPU_SHARES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -162,6 +168,15 @@ class DockerProvider(Provider):
 
     # --- hosts ---------------------------------------------------------------------------
 
+    def cpu_cores(self, hosts: list[Host]) -> float | None:
+        """The hosts' CPU limits together, and never more than this machine's cores, which they share."""
+        if not hosts:
+            return None
+        limits = run_docker(["container", "inspect", "--format", "{{.HostConfig.NanoCpus}}",
+                             *[host.name for host in hosts]]).stdout.split()
+        machine = float(machine_resources().cpus)
+        return min(machine, sum(int(nano) / 1e9 if int(nano) else machine for nano in limits))
+
     def _labelled(self, *command: str) -> list[str]:
         return run_docker([*command, *self._course_filter()]).stdout.split()
 
@@ -181,6 +196,7 @@ class DockerProvider(Provider):
         self._install_public_key(host.name, public_key)  # before the first start: sshd never runs keyless
         if state is not None and state["Running"]:
             self._note_stale_image(host.name, image)
+            run_docker(["update", "--cpu-shares", str(HOST_CPU_SHARES), host.name])  # hosts made before the weight
             self.progress(f"{host.name} is already running")
             return
         if state is not None:
@@ -201,7 +217,7 @@ class DockerProvider(Provider):
             *self._labels(host.role), *HOST_RUN_FLAGS,
             "--network", self.network_name,
             "-v", f"{volume}:/var/lib/docker",
-            "--memory", str(memory), "--cpus", f"{cpus:g}",
+            "--memory", str(memory), "--cpus", f"{cpus:g}", "--cpu-shares", str(HOST_CPU_SHARES),
             *ports, image,
         ])
 

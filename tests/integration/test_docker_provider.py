@@ -13,7 +13,7 @@ import pytest
 
 from hubfleet.images import ensure_notebook_image
 from hubfleet.providers.base import Host, HostSpec
-from hubfleet.providers.docker import DockerProvider
+from hubfleet.providers.docker import HOST_CPU_SHARES, DockerProvider
 from tests.integration.conftest import docker, ssh_run, unique_course_name
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]  # the first image build takes minutes
@@ -79,6 +79,20 @@ def test_hub_is_described_as_the_orchestration_needs_it(provider: DockerProvider
     labels = docker("container", "inspect", "--format", "{{json .Config.Labels}}", hub.name).stdout
     for label in ('"hubfleet.managed":"true"', f'"hubfleet.course":"{provider.course_name}"', '"hubfleet.role":"hub"'):
         assert label in labels
+
+
+def test_the_host_outweighs_the_students_containers_beside_it(hub: Host, notebook_on_hub: str) -> None:
+    # On this machine the inner engine's containers sit beside their host in the cgroup tree.
+    shares = docker("container", "inspect", "--format", "{{.HostConfig.CpuShares}}", hub.name).stdout
+    assert int(shares) == HOST_CPU_SHARES
+    student = docker("exec", hub.name, "docker", "run", "--rm", "--entrypoint", "sh", notebook_on_hub, "-c",
+                     "cat /sys/fs/cgroup/cpu/cpu.shares")
+    assert int(student.stdout) * 64 == HOST_CPU_SHARES, student.stderr
+
+
+def test_real_cores_are_the_hosts_cpu_limits_within_this_machine(provider: DockerProvider, hub: Host) -> None:
+    assert provider.cpu_cores([hub]) == HUB_SPEC.vcpus  # 1 CPU asked, at most the machine's cores
+    assert provider.cpu_cores([]) is None
 
 
 def test_root_logs_in_over_ssh_with_the_key_only(hub: Host, ssh_keypair: tuple[Path, str]) -> None:

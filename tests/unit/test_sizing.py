@@ -4,7 +4,9 @@ import pytest
 
 from hubfleet.descriptor import parse_course
 from hubfleet.errors import InvalidInput
-from hubfleet.sizing import GiB, Catalogue, Flavor, load_catalogue, plan_course, users_per_host
+from hubfleet.lifecycle import role_variables
+from hubfleet.providers.base import Host
+from hubfleet.sizing import GiB, Catalogue, Flavor, load_catalogue, plan_course, spawn_limit_for, users_per_host
 
 CAT = Catalogue((
     Flavor("small", 2, 4 * GiB, 40 * GiB, 0.025),
@@ -74,3 +76,29 @@ def test_small_disk_gets_bigger_volume(workshop_data):
 def test_packaged_catalogues_load():
     assert load_catalogue("docker").flavors
     assert all(f.price_per_hour for f in load_catalogue("openstack").flavors)
+
+
+def test_spawns_in_flight_keep_the_cores_busy_without_outrunning_them():
+    # 1.5 x cores / the CPU one start may use, between 5 and 100.
+    assert spawn_limit_for(2, 0.5) == 6
+    assert spawn_limit_for(2, 0.1) == 30
+    assert spawn_limit_for(2, 2.0) == 5  # a start uses one core at most; never fewer than 5
+    assert spawn_limit_for(64, 0.1) == 100
+
+
+def test_the_plan_admits_spawns_by_its_flavors(workshop_data):
+    plan = plan_course(course(workshop_data, students=10, concurrent=1.0, memory_per_user="256Mi",
+                              cpu_per_user=0.1), CAT)
+    assert [h.flavor for h in plan.hosts] == ["small"] and plan.spawn_limit == 30
+
+
+def test_hosts_with_fewer_real_cores_than_planned_admit_fewer_spawns(workshop_data):
+    # 100 students at 0.1 CPU plan for 8-core flavors; Docker hosts on a 2-core machine have 2.
+    data = course(workshop_data, students=100, concurrent=1.0, memory_per_user="256Mi", cpu_per_user=0.1)
+    plan = plan_course(data, CAT)
+    hub = [Host(name="c-hub", role="hub", address="127.0.0.1", ssh_port=2222, private_address="10.0.0.2",
+                http_port=8080, https_port=8443)]
+    assert plan.spawn_limit == 100
+    assert role_variables(data, plan, hub)["hub_concurrent_spawn_limit"] == 100
+    assert role_variables(data, plan, hub, cores=2.0)["hub_concurrent_spawn_limit"] == 30
+    assert role_variables(data, plan, hub, cores=64.0)["hub_concurrent_spawn_limit"] == 100  # never above the plan
