@@ -8,10 +8,14 @@ from typing import Iterator
 
 
 @contextmanager
-def environ(**values: str) -> Iterator[None]:
-    """Inside, os.environ has these values; afterwards each variable is as it was (or unset again)."""
+def environ(**values: str | None) -> Iterator[None]:
+    """Inside, os.environ has these values (None: unset); afterwards each variable is as it was."""
     saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     try:
         yield
     finally:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from hubfleet.environ import environ
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "openstack-dev.sh"
 
@@ -45,17 +47,10 @@ def dev_cloud():
             subprocess.run([str(SCRIPT), "stop"], capture_output=True)
             pytest.fail(f"scripts/openstack-dev.sh start failed:\n{result.stderr[-3000:]}")
         started, seconds = True, time.monotonic() - t0
-    saved = {k: os.environ.get(k) for k in ("OS_CLIENT_CONFIG_FILE", "OS_CLOUD")}
-    os.environ["OS_CLIENT_CONFIG_FILE"] = str(folder / "clouds.yaml")
-    os.environ.pop("OS_CLOUD", None)
     try:
-        yield DevCloud(folder, folder / "clouds.yaml", started, seconds)
+        with environ(OS_CLIENT_CONFIG_FILE=str(folder / "clouds.yaml"), OS_CLOUD=None):
+            yield DevCloud(folder, folder / "clouds.yaml", started, seconds)
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         if started:
             subprocess.run([str(SCRIPT), "stop"], capture_output=True, timeout=120)
 
