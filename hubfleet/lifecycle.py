@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from hubfleet import ansible, auth, tls
+from hubfleet import ansible, tls
+from hubfleet.authenticators import ADMIN_USER, kind_of
 from hubfleet.archive import ArchiveSummary, join_parts
 from hubfleet.descriptor import Course, parse_course
 from hubfleet.errors import ArchiveError, HubfleetError, ProvisionError
@@ -24,7 +25,6 @@ from hubfleet.state import Instance, StateStore
 
 Progress = Callable[[str, str], None]  # (kind, message)
 
-ADMIN_USER = auth.ADMIN_USER
 VOLUME_PREFIX = "hubfleet-user-"  # one volume per student: <prefix><username as DockerSpawner escapes it>
 
 
@@ -105,7 +105,7 @@ def role_variables(course: Course, plan: Plan, hosts: list[Host], cores: float |
         "hub_node_capacity": plan.node_capacity,
         "swarm_course": course.name,
         "proxy_domain": course.domain,
-        **auth.role_variables(course),
+        **kind_of(course).role_variables(course),
         **tls.role_variables(course, hosts),
     }
 
@@ -114,8 +114,7 @@ def ensure_secrets(store: StateStore, course: Course) -> dict:
     """Every secret the roles need, created once and kept across re-runs."""
     return {
         "hub_service_token": store.ensure_secret(course.name, "hub-api-token", nbytes=32),
-        "hub_admin_password": store.ensure_secret(course.name, "admin-password", nbytes=32),
-        **auth.ensure_secrets(store, course),
+        **kind_of(course).ensure_secrets(store, course),
     }
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from hubfleet.app import Application
+from hubfleet.authenticators import kind_of
 from hubfleet.cli.progress import printer
 from hubfleet.descriptor import load_course
 from hubfleet.lifecycle import create_course
@@ -44,11 +45,5 @@ def command(app: Application, descriptor: Path, no_probe: bool, flavors: Path | 
     if result.instance.outputs.get("ca_certificate"):
         click.echo(f"CA certificate: {result.instance.outputs['ca_certificate']} (the embedded ACME server's root: "
                    "trust it in your browser to open the hub without a warning)")
-    if course.authenticator.kind == "shared-password":
-        click.echo("log in: any username, with the shared password from "
-                   f"`hubfleet credentials {course.name}`")
-    elif course.authenticator.kind in ("lti11", "lti13"):
-        click.echo(f"students arrive from the LMS: `hubfleet lti-config {course.name}` prints what to enter there")
-    else:
-        click.echo("log in: with the directory's username and password")
-    click.echo(f"admin: user 'admin', password from `hubfleet credentials {course.name}`")
+    for line in kind_of(course).login_hints(course):
+        click.echo(line)

@@ -3,10 +3,9 @@ from __future__ import annotations
 import click
 
 from hubfleet.app import Application
+from hubfleet.authenticators import secret_labels
 
-PUBLIC_NAMES = {"admin-password": "admin password", "shared-password": "shared password (students)",
-                "lti11-key": "LTI 1.1 consumer key", "lti11-secret": "LTI 1.1 consumer secret",
-                "ldap-bind-password": "LDAP bind password"}
+PUBLIC_NAMES = secret_labels()
 
 
 @click.command("credentials")

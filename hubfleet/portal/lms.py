@@ -1,28 +1,26 @@
-"""What a teacher pastes into the LMS for an LTI course: one small function, so the LTI module plugs in here."""
+"""What a teacher's page shows of a ready course's log-in: the LMS settings or the shared password."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from typing import Any
 
+from hubfleet.authenticators import kind_of
+from hubfleet.descriptor import parse_course
 from hubfleet.errors import HubfleetError
 from hubfleet.state import Instance, StateStore
 
 log = logging.getLogger("hubfleet.portal")
 
-LTI_KINDS = ("lti11", "lti13")
 
-
-def lms_settings(store: StateStore, instance: Instance) -> Any | None:
-    """hubfleet.lti.lti_config(store, name) when that module exists; None otherwise (the page shows the URL)."""
-    if instance.descriptor.get("authenticator", {}).get("kind") not in LTI_KINDS:
-        return None
+def login_details(store: StateStore, instance: Instance) -> dict:
+    """What the request's page shows: the LMS settings (or None), the login hint, secrets the teacher may see."""
+    course = parse_course(instance.descriptor, source="recorded descriptor", today=dt.date.min)
+    kind = kind_of(course)
     try:
-        from hubfleet.lti import lti_config  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    try:
-        return lti_config(store, instance.name)
+        lms = kind.lms_settings(store, instance, course)
     except HubfleetError as exc:
-        log.warning("LTI settings of %s are not available: %s", instance.name, exc.message)
-        return None
+        log.warning("LMS settings of %s are not available: %s", instance.name, exc.message)
+        lms = None
+    return {"lms": lms, "lms_expected": kind.from_lms, "login_hint": kind.teacher_hint(),
+            **kind.teacher_secrets(store, instance.name)}

@@ -9,17 +9,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
+from hubfleet.authenticators import KINDS
 from hubfleet.portal.config import SmtpSettings
 from hubfleet.portal.models import CourseRequest, PortalStore
 
 log = logging.getLogger("hubfleet.portal")
 
-LOGIN_HINTS = {
-    "shared-password": "Students log in with any username and the shared password shown on the request's page.",
-    "lti11": "Students arrive from your LMS: paste the settings shown on the request's page into your course.",
-    "lti13": "Students arrive from your LMS: paste the settings shown on the request's page into your course.",
-    "ldap": "Students log in with their university username and password.",
-}
 
 
 class Mailer:
@@ -90,10 +85,10 @@ class Notifier:
                           f"not approved by {operator}.\n\nReason: {reason}\n\n{self.link(request)}\n")
 
     def ready(self, request: CourseRequest) -> Future:
-        kind = request.descriptor.get("authenticator", {}).get("kind", "")
+        kind = KINDS.get(request.descriptor.get("authenticator", {}).get("kind", ""))
         return self._send(self._teacher(request), f"[hubfleet] {request.name} is ready",
                           f"Hello,\n\nThe hub for \"{request.title}\" is ready:\n\n  {request.url}\n\n"
-                          f"{LOGIN_HINTS.get(kind, '')}\n\nDetails: {self.link(request)}\n")
+                          f"{kind.teacher_hint() if kind else ''}\n\nDetails: {self.link(request)}\n")
 
     def failed(self, request: CourseRequest, step: str | None, error: str) -> Future:
         to = self._teacher(request) + [u.email for u in self.store.operators()]

@@ -9,7 +9,7 @@ from flask import Blueprint, abort, flash, jsonify, redirect, render_template, r
 
 from hubfleet.portal.csrf import rotate_csrf_token
 from hubfleet.portal.forms import AUTH_CHOICES, LTI11_USERNAME_KEYS, LTI13_USERNAME_KEYS, read_form, validate_request
-from hubfleet.portal.lms import lms_settings
+from hubfleet.portal.lms import login_details
 from hubfleet.portal.models import (
     APPROVED, ARCHIVED, ARCHIVING, BUSY_STATES, FAILED, PROVISIONING, READY, REQUESTED, CourseRequest,
 )
@@ -134,14 +134,12 @@ def show_request(request_id: int):
     p = portal()
     row = visible_request(request_id)
     instance = p.store.find(row.name) if row.state in SHOWS_EVENTS else None
-    shared_password = lms = None
-    if row.state == READY and instance is not None:
-        lms = lms_settings(p.store, instance)
-        if instance.descriptor.get("authenticator", {}).get("kind") == "shared-password":
-            shared_password = p.store.get_secret(row.name, "shared-password")
+    login = login_details(p.store, instance) if row.state == READY and instance is not None else {}
     has_archive = row.state == ARCHIVED and _archive_file(row) is not None
     return render_template("request.html", r=row, teacher=p.db.user(row.teacher_id), events=_events(row),
-                           busy=row.state in BUSY_STATES, lms=lms, shared_password=shared_password,
+                           busy=row.state in BUSY_STATES, lms=login.get("lms"),
+                           shared_password=login.get("shared_password"), login_hint=login.get("login_hint", ""),
+                           lms_expected=login.get("lms_expected", False),
                            has_archive=has_archive, audit=p.db.audit_log(request_id=row.id) if is_operator() else [],
                            requested=REQUESTED)
 

@@ -6,7 +6,8 @@ import copy
 
 import pytest
 
-from hubfleet import auth
+from hubfleet.authenticators import KINDS, kind_of, secret_labels
+from hubfleet.descriptor import AUTH_KINDS
 from hubfleet.descriptor import parse_course
 from hubfleet.errors import HubfleetError
 from hubfleet.state import StateStore
@@ -35,15 +36,36 @@ def store(tmp_path):
     return StateStore(tmp_path / "state")
 
 
+def role_variables(course):
+    return kind_of(course).role_variables(course)
+
+
+def ensure_secrets(store, course):
+    return kind_of(course).ensure_secrets(store, course)
+
+
+def test_every_descriptor_kind_has_one_class_and_back():
+    assert set(KINDS) == set(AUTH_KINDS)
+    assert all(kind.kind == name for name, kind in KINDS.items())
+
+
 def test_shared_password_keeps_its_variables(course):
-    variables = auth.role_variables(course({"kind": "shared-password", "admin_users": ["teacher"]}))
-    assert variables == {"hub_authenticator": "shared-password", "hub_admin_users": ["admin", "teacher"],
+    variables = role_variables(course({"kind": "shared-password", "admin_users": ["teacher"]}))
+    assert variables == {"hub_auth_role": "shared_password", "hub_admin_users": ["admin", "teacher"],
                          "proxy_frame_ancestors": []}
 
 
+def test_shared_password_secrets_are_the_students_and_the_admins(course, store):
+    secrets = ensure_secrets(store, course({"kind": "shared-password"}))
+    assert set(secrets) == {"shared_password_user", "shared_password_admin"}
+    assert len(secrets["shared_password_user"]) >= 12 and len(secrets["shared_password_admin"]) >= 32
+    assert secrets == ensure_secrets(store, course({"kind": "shared-password"})), "a re-run keeps both"
+    assert {"shared-password", "admin-password"} <= set(secret_labels())
+
+
 def test_lti11_variables_name_key_field_and_origin_but_no_secret(course):
-    variables = auth.role_variables(course(LTI11, tls=None))  # the workshop example has TLS; this case has none
-    assert variables["hub_authenticator"] == "lti11" and variables["lti_version"] == "1.1"
+    variables = role_variables(course(LTI11, tls=None))  # the workshop example has TLS; this case has none
+    assert variables["hub_auth_role"] == "lti" and variables["lti_version"] == "1.1"
     assert variables["lti_consumer_key"] == "workshop"  # the course name when the descriptor has none
     assert variables["lti_username_key"] == "user_id"
     assert variables["proxy_frame_ancestors"] == variables["lti_frame_ancestors"] == ["https://courses.edx.org"]
@@ -52,12 +74,12 @@ def test_lti11_variables_name_key_field_and_origin_but_no_secret(course):
 
 
 def test_lti_cookies_are_secure_with_tls(course):
-    variables = auth.role_variables(course(LTI11, tls={"acme_server": "local", "email": "ops@example.edu"}))
+    variables = role_variables(course(LTI11, tls={"acme_server": "local", "email": "ops@example.edu"}))
     assert variables["lti_secure_cookies"] is True
 
 
 def test_lti13_variables_name_the_platform(course):
-    variables = auth.role_variables(course(LTI13))
+    variables = role_variables(course(LTI13))
     assert variables["lti_version"] == "1.3"
     assert variables["lti_issuer"] == "https://moodle.example.edu"
     assert variables["lti_client_ids"] == ["tool-7"] and variables["lti_deployment_ids"] == ["1", "2"]
@@ -71,7 +93,7 @@ def test_lti13_variables_name_the_platform(course):
     ("ldap://127.0.0.1:3389", False, "127.0.0.1", 3389, "insecure"),
 ])
 def test_ldap_tls_follows_the_uri(course, uri, starttls, address, port, strategy):
-    variables = auth.role_variables(course({**LDAPS, "server_uri": uri, "starttls": starttls}))
+    variables = role_variables(course({**LDAPS, "server_uri": uri, "starttls": starttls}))
     assert (variables["ldap_server_address"], variables["ldap_server_port"], variables["ldap_tls_strategy"]) == (
         address, port, strategy)
     assert variables["ldap_bind_dn_templates"] == ["uid={username},ou=people,dc=example,dc=edu"]
@@ -83,7 +105,7 @@ def test_ldap_tls_follows_the_uri(course, uri, starttls, address, port, strategy
 def test_ldap_search_then_bind(course):
     search = {"bind_dn": "cn=hub,dc=example,dc=edu", "bind_password": "env:LDAP_PW",
               "base_dn": "ou=people,dc=example,dc=edu"}
-    variables = auth.role_variables(course({**LDAPS, "bind_dn_template": [], "search": search}))
+    variables = role_variables(course({**LDAPS, "bind_dn_template": [], "search": search}))
     assert variables["ldap_lookup_dn"] is True
     assert variables["ldap_search_user"] == "cn=hub,dc=example,dc=edu"
     assert variables["ldap_search_base"] == "ou=people,dc=example,dc=edu" and variables["ldap_user_attribute"] == "uid"
@@ -91,9 +113,9 @@ def test_ldap_search_then_bind(course):
 
 def test_lti11_secret_is_generated_once_and_key_recorded(course, store):
     c = course(LTI11)
-    first = auth.ensure_secrets(store, c)
+    first = ensure_secrets(store, c)
     assert len(first["lti_consumer_secret"]) >= 32
-    assert auth.ensure_secrets(store, c) == first, "a re-run keeps the secret the LMS already has"
+    assert ensure_secrets(store, c) == first, "a re-run keeps the secret the LMS already has"
     assert store.get_secret("workshop", "lti11-secret") == first["lti_consumer_secret"]
     assert store.get_secret("workshop", "lti11-key") == "workshop"
     assert (store.secret_path("workshop", "lti11-secret").stat().st_mode & 0o777) == 0o600
@@ -101,7 +123,7 @@ def test_lti11_secret_is_generated_once_and_key_recorded(course, store):
 
 def test_lti11_secret_from_the_environment(course, store, monkeypatch):
     monkeypatch.setenv("EDX_LTI_SECRET", "s3cret-from-the-environment")
-    secrets = auth.ensure_secrets(store, course({**LTI11, "secret": "env:EDX_LTI_SECRET", "consumer_key": "edx-key"}))
+    secrets = ensure_secrets(store, course({**LTI11, "secret": "env:EDX_LTI_SECRET", "consumer_key": "edx-key"}))
     assert secrets == {"lti_consumer_secret": "s3cret-from-the-environment"}
     assert store.get_secret("workshop", "lti11-key") == "edx-key"
 
@@ -109,24 +131,24 @@ def test_lti11_secret_from_the_environment(course, store, monkeypatch):
 def test_lti11_refuses_a_guessable_secret_without_echoing_it(course, store, monkeypatch):
     monkeypatch.setenv("SHORT", "tiny")
     with pytest.raises(HubfleetError) as err:
-        auth.ensure_secrets(store, course({**LTI11, "secret": "env:SHORT"}))
+        ensure_secrets(store, course({**LTI11, "secret": "env:SHORT"}))
     assert "4 characters" in str(err.value) and "tiny" not in str(err.value)
 
 
 def test_lti11_refuses_a_key_with_a_colon(course, store):
     with pytest.raises(HubfleetError, match="colon"):
-        auth.ensure_secrets(store, course({**LTI11, "consumer_key": "edx:key"}))
+        ensure_secrets(store, course({**LTI11, "consumer_key": "edx:key"}))
 
 
 def test_lti13_tool_keyset_is_public_and_stable(course, store):
     c = course(LTI13)
     import json
 
-    keyset = json.loads(auth.ensure_secrets(store, c)["lti_tool_jwks"])
+    keyset = json.loads(ensure_secrets(store, c)["lti_tool_jwks"])
     (key,) = keyset["keys"]
     assert key["kty"] == "RSA" and key["alg"] == "RS256" and key["use"] == "sig" and key["kid"]
     assert "d" not in key and "p" not in key, "only the public half is published"
-    assert json.loads(auth.ensure_secrets(store, c)["lti_tool_jwks"]) == keyset
+    assert json.loads(ensure_secrets(store, c)["lti_tool_jwks"]) == keyset
     assert "PRIVATE KEY" in store.get_secret("workshop", "lti13-tool-key")
 
 
@@ -134,7 +156,7 @@ def test_ldap_bind_password_comes_from_its_source(course, store, monkeypatch):
     monkeypatch.setenv("LDAP_PW", "directory-password")
     search = {"bind_dn": "cn=hub,dc=example,dc=edu", "bind_password": "env:LDAP_PW",
               "base_dn": "ou=people,dc=example,dc=edu"}
-    secrets = auth.ensure_secrets(store, course({**LDAPS, "search": search}))
+    secrets = ensure_secrets(store, course({**LDAPS, "search": search}))
     assert secrets == {"ldap_search_password": "directory-password"}
     assert store.get_secret("workshop", "ldap-bind-password") == "directory-password"
 
@@ -143,8 +165,8 @@ def test_ldap_bind_password_cannot_be_generated(course, store):
     search = {"bind_dn": "cn=hub,dc=example,dc=edu", "bind_password": "generate",
               "base_dn": "ou=people,dc=example,dc=edu"}
     with pytest.raises(HubfleetError, match="directory already has"):
-        auth.ensure_secrets(store, course({**LDAPS, "search": search}))
+        ensure_secrets(store, course({**LDAPS, "search": search}))
 
 
 def test_ldap_direct_bind_needs_no_secret(course, store):
-    assert auth.ensure_secrets(store, course(LDAPS)) == {}
+    assert ensure_secrets(store, course(LDAPS)) == {}

@@ -162,3 +162,36 @@ def test_ldap_direct_bind_without_groups_lets_every_account_in(tmp_path):
     assert ldap["tls_kwargs"]["ca_certs_file"] == "/etc/jupyterhub/ldap-ca.pem"
     assert "lookup_dn" not in ldap and c.Authenticator.values["allow_all"] is True
     assert "HUBFLEET_LDAP" not in render("ldap", "auth.env.j2", variables, tmp_path)
+
+
+def role_task(role: str, name: str) -> dict:
+    """One task of a role's tasks/main.yml, as written there."""
+    tasks = yaml.safe_load((ROOT / "roles" / role / "tasks" / "main.yml").read_text())
+    return next(task for task in tasks if task["name"] == name)
+
+
+def test_shared_password_snippet_reads_both_passwords_unchanged_from_its_private_file(tmp_path):
+    odd = {"shared_password_user": 'odd "pw" \\ with $HOME and # and \'quotes\'',
+           "shared_password_admin": "admin-é-" + "x" * 32, "shared_password_config_dir": str(tmp_path)}
+    (tmp_path / "conf.d").mkdir()
+    task = role_task("shared_password", "Write the passwords where only the hub reads them")
+    assert task.get("no_log") is True, "the passwords never reach Ansible's output"
+    play = [{"hosts": "localhost", "connection": "local", "gather_facts": False,
+             "vars": {**odd, "ansible_python_interpreter": sys.executable},
+             "tasks": [{"ansible.builtin.copy": {**task["ansible.builtin.copy"], "owner": None, "group": None}}]}]
+    playbook = tmp_path / "write.yml"
+    playbook.write_text(yaml.safe_dump(play))
+    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCALHOST_WARNING": "False",
+           "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(["ansible-playbook", "-i", "localhost,", str(playbook)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    secrets = tmp_path / "conf.d" / "shared-password.json"
+    assert secrets.stat().st_mode & 0o777 == 0o600
+
+    text = render("shared_password", "auth.py.j2", odd, tmp_path)
+    assert "odd" not in text and "admin-" not in text, "the passwords belong in the JSON file only"
+    c = run_snippet(text, {})
+    assert c.JupyterHub.authenticator_class == "shared-password"
+    assert c.SharedPasswordAuthenticator.user_password == odd["shared_password_user"]
+    assert c.SharedPasswordAuthenticator.admin_password == odd["shared_password_admin"]

@@ -8,7 +8,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from hubfleet import auth
+from hubfleet.authenticators import kind_of
 from hubfleet.cli import cli
 from hubfleet.descriptor import parse_course
 from hubfleet.errors import HubfleetError
@@ -31,7 +31,7 @@ def state(tmp_path, workshop_data):
         data.update(name=name, authenticator=authenticator)
         course = parse_course(data)
         store.upsert(name, provider="docker", descriptor=course.model_dump(mode="json"))
-        auth.ensure_secrets(store, course)
+        kind_of(course).ensure_secrets(store, course)
         if url:
             store.update(name, outputs={"url": url})
         return store

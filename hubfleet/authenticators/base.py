@@ -1,0 +1,81 @@
+"""What every authenticator kind answers: one class per kind, asked by the CLI, the portal and the inventory.
+
+Nobody outside hubfleet/authenticators/ branches on `authenticator.kind`: they look the kind up in
+the registry (`hubfleet.authenticators.kind_of`) and ask it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from hubfleet.descriptor import Course
+    from hubfleet.state import Instance, StateStore
+
+ADMIN_USER = "admin"  # the operator's own account on every hub; never an LMS or directory identity
+
+
+class AuthKind:
+    """One way students log in: its descriptor model, role, variables, secrets, hints and form."""
+
+    kind: ClassVar[str]  # the descriptor's authenticator.kind
+    choice: ClassVar[str]  # how the portal's form offers it
+    role: ClassVar[str]  # the Ansible role that writes its settings into the hub's conf.d
+    secret_labels: ClassVar[dict[str, str]] = {}  # state-store secret name -> what `credentials` calls it
+    form_prefix: ClassVar[str] = ""  # the portal form's fields of this kind start with `<prefix>_`
+    from_lms: ClassVar[bool] = False  # students arrive by launches from an LMS (which needs the tool's settings)
+
+    # --- the hub ---------------------------------------------------------------------------
+
+    def role_variables(self, course: "Course") -> dict:
+        """Non-secret variables for the inventory: the common ones, then the kind's own role's."""
+        auth = course.authenticator
+        origin = getattr(auth, "lms_origin", None)
+        return {
+            "hub_auth_role": self.role,
+            "hub_admin_users": sorted({ADMIN_USER, *getattr(auth, "admin_users", [])}),
+            "proxy_frame_ancestors": [origin] if origin else [],
+            **self.own_variables(course),
+        }
+
+    def own_variables(self, course: "Course") -> dict:
+        return {}
+
+    def ensure_secrets(self, store: "StateStore", course: "Course") -> dict:
+        """The kind's secrets as role variables, created once and kept across re-runs."""
+        return {}
+
+    # --- people ----------------------------------------------------------------------------
+
+    def login_hints(self, course: "Course") -> list[str]:
+        """Lines for the operator after `create`: how students (and the operator) get in."""
+        raise NotImplementedError
+
+    def teacher_hint(self) -> str:
+        """One sentence for the teacher's email: how students get in."""
+        raise NotImplementedError
+
+    def lms_settings(self, store: "StateStore", instance: "Instance", course: "Course") -> dict[str, str] | None:
+        """What an LMS administrator types in to add the hub as a tool; None for kinds with no LMS."""
+        return None
+
+    def teacher_secrets(self, store: "StateStore", name: str) -> dict[str, str]:
+        """Secrets the teacher's page shows (the shared password); none for most kinds."""
+        return {}
+
+    # --- the portal's request form -----------------------------------------------------------
+
+    def form_fields(self) -> tuple[str, ...]:
+        """Names of the form's text fields that belong to this kind."""
+        return ()
+
+    def from_form(self, values: dict[str, str]) -> dict[str, Any]:
+        """The descriptor's `authenticator` mapping from the form's values."""
+        return {"kind": self.kind}
+
+    def form_field(self, key: str, values: dict[str, str]) -> str | None:
+        """The form field a problem with `authenticator.<key>` belongs beside (None: the kind chooser)."""
+        if key == "admin_users" and "admin_users" in values:
+            return "admin_users"
+        candidate = f"{self.form_prefix}_{key}"
+        return candidate if candidate in values else None

@@ -1,0 +1,194 @@
+"""LTI 1.1 (edX, Moodle's legacy mode) and LTI 1.3 (Moodle 4, Canvas): students arrive from the LMS, by roles/lti."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from typing import TYPE_CHECKING
+
+from hubfleet.authenticators.base import AuthKind
+from hubfleet.authenticators.form import lines, put
+from hubfleet.errors import HubfleetError
+
+if TYPE_CHECKING:
+    from hubfleet.descriptor import Course
+    from hubfleet.state import Instance, StateStore
+
+LTI11_KEY_SECRET = "lti11-key"
+LTI11_SECRET_SECRET = "lti11-secret"
+LTI13_TOOL_KEY_SECRET = "lti13-tool-key"
+
+LAUNCH_PATH_11 = "/hub/lti/launch"
+LOGIN_PATH_13 = "/hub/lti13/oauth_login"
+CALLBACK_PATH_13 = "/hub/lti13/oauth_callback"
+KEYSET_PATH_13 = "/hub/lti13/jwks"
+TOOL_PATH_13 = "/hub/user-redirect/lab"  # the student's JupyterLab, started on the way if need be
+NOTEBOOK_EXAMPLE = "/hub/user-redirect/lab/tree/intro.ipynb"
+
+LTI11_USERNAME_KEYS = ("user_id", "lis_person_sourcedid", "ext_user_username", "lis_person_contact_email_primary")
+LTI13_USERNAME_KEYS = ("sub", "email", "name", "preferred_username")
+
+
+class _LtiKind(AuthKind):
+    role = "lti"
+    from_lms = True
+    version: str
+
+    def own_variables(self, course: "Course") -> dict:
+        origin = course.authenticator.lms_origin
+        return {
+            "lti_version": self.version,
+            "lti_username_key": course.authenticator.username_key,
+            "lti_frame_ancestors": [origin] if origin else [],
+            # Browsers only keep SameSite=None cookies that are also Secure, which needs HTTPS.
+            "lti_secure_cookies": course.tls is not None,
+        }
+
+    def login_hints(self, course: "Course") -> list[str]:
+        return [f"students arrive from the LMS: `hubfleet lti-config {course.name}` prints what to enter there"]
+
+    def teacher_hint(self) -> str:
+        return "Students arrive from your LMS: paste the settings shown on the request's page into your course."
+
+    def lms_settings(self, store: "StateStore", instance: "Instance", course: "Course") -> dict[str, str]:
+        url = instance.outputs.get("url")
+        if not url:
+            raise HubfleetError(f"course {course.name!r} has no URL yet",
+                                hint=f"run `hubfleet create` for {course.name} first")
+        return self._settings(store, course, url.rstrip("/"))
+
+    def _settings(self, store: "StateStore", course: "Course", url: str) -> dict[str, str]:
+        raise NotImplementedError
+
+
+class Lti11Kind(_LtiKind):
+    kind = "lti11"
+    choice = "edX or Moodle, LTI 1.1"
+    version = "1.1"
+    secret_labels = {LTI11_KEY_SECRET: "LTI 1.1 consumer key", LTI11_SECRET_SECRET: "LTI 1.1 consumer secret"}
+    form_prefix = "lti11"
+    username_keys = LTI11_USERNAME_KEYS
+
+    def own_variables(self, course: "Course") -> dict:
+        return {**super().own_variables(course), "lti_consumer_key": consumer_key(course)}
+
+    def ensure_secrets(self, store: "StateStore", course: "Course") -> dict:
+        key = consumer_key(course)
+        if ":" in key or not re.fullmatch(r"[\x21-\x7e]+", key):
+            raise HubfleetError(f"authenticator.consumer_key: {key!r} has a colon, a space or a non-ASCII character",
+                                hint="use letters, digits, dots and hyphens: edX splits its LTI passport on colons")
+        secret = store.ensure_secret(course.name, LTI11_SECRET_SECRET, course.authenticator.secret, nbytes=24)
+        if len(secret) < 16:
+            raise HubfleetError(f"authenticator.secret: the consumer secret is {len(secret)} characters; "
+                                "anyone could guess it", hint="give 16 characters or more, or write `generate`")
+        if store.get_secret(course.name, LTI11_KEY_SECRET) != key:
+            store.set_secret(course.name, LTI11_KEY_SECRET, key)  # shown by `credentials` beside the secret
+        return {"lti_consumer_secret": secret}
+
+    def _settings(self, store: "StateStore", course: "Course", url: str) -> dict[str, str]:
+        secret = store.get_secret(course.name, LTI11_SECRET_SECRET)
+        if not secret:
+            raise HubfleetError(f"course {course.name!r} has no LTI consumer secret yet",
+                                hint=f"run `hubfleet create` for {course.name}: it creates the secret")
+        key = consumer_key(course)
+        return {
+            "lti_version": "1.1",
+            "launch_url": url + LAUNCH_PATH_11,
+            "consumer_key": key,
+            "consumer_secret": secret,
+            "edx_lti_id": course.name,
+            "edx_lti_passport": f"{course.name}:{key}:{secret}",
+            "custom_parameter_to_open_a_notebook": f"next={NOTEBOOK_EXAMPLE}",
+            "username_from": course.authenticator.username_key,
+            "lms_origin": course.authenticator.lms_origin or "",
+        }
+
+    def form_fields(self) -> tuple[str, ...]:
+        return ("lti11_consumer_key", "lti11_username_key", "lti11_lms_origin")
+
+    def from_form(self, values: dict[str, str]) -> dict:
+        auth = {"kind": self.kind, "secret": "generate"}
+        for key in ("consumer_key", "username_key", "lms_origin"):
+            put(auth, key, values[f"lti11_{key}"])
+        return auth
+
+
+class Lti13Kind(_LtiKind):
+    kind = "lti13"
+    choice = "Moodle 4 / Canvas, LTI 1.3"
+    version = "1.3"
+    form_prefix = "lti13"
+    username_keys = LTI13_USERNAME_KEYS
+
+    def own_variables(self, course: "Course") -> dict:
+        auth = course.authenticator
+        return {**super().own_variables(course), "lti_issuer": auth.issuer, "lti_client_ids": [auth.client_id],
+                "lti_deployment_ids": list(auth.deployment_ids), "lti_authorize_url": auth.authorize_url,
+                "lti_jwks_url": auth.jwks_url}
+
+    def ensure_secrets(self, store: "StateStore", course: "Course") -> dict:
+        # Public, but derived from a secret the inventory builder never sees: it travels with the secrets.
+        return {"lti_tool_jwks": json.dumps(ensure_tool_keyset(store, course.name), sort_keys=True)}
+
+    def _settings(self, store: "StateStore", course: "Course", url: str) -> dict[str, str]:
+        auth = course.authenticator
+        return {
+            "lti_version": "1.3",
+            "tool_url": url + TOOL_PATH_13,
+            "initiate_login_url": url + LOGIN_PATH_13,
+            "redirection_uris": url + CALLBACK_PATH_13,
+            "public_keyset_url": url + KEYSET_PATH_13,
+            "tool_url_to_open_a_notebook": url + NOTEBOOK_EXAMPLE,
+            "platform_issuer": auth.issuer,
+            "client_id": auth.client_id,
+            "deployment_ids": ", ".join(auth.deployment_ids) or "(any)",
+            "platform_authorize_url": auth.authorize_url,
+            "platform_jwks_url": auth.jwks_url,
+            "username_from": auth.username_key,
+            "lms_origin": auth.lms_origin or "",
+        }
+
+    def form_fields(self) -> tuple[str, ...]:
+        return ("lti13_issuer", "lti13_client_id", "lti13_deployment_ids", "lti13_authorize_url", "lti13_jwks_url",
+                "lti13_username_key", "lti13_lms_origin")
+
+    def from_form(self, values: dict[str, str]) -> dict:
+        auth: dict = {"kind": self.kind}
+        for key in ("issuer", "client_id", "authorize_url", "jwks_url", "username_key", "lms_origin"):
+            put(auth, key, values[f"lti13_{key}"])
+        put(auth, "deployment_ids", lines(values["lti13_deployment_ids"]))
+        return auth
+
+
+def consumer_key(course: "Course") -> str:
+    """The LTI 1.1 consumer key: the descriptor's, or the course name."""
+    return getattr(course.authenticator, "consumer_key", None) or course.name
+
+
+def ensure_tool_keyset(store: "StateStore", name: str) -> dict:
+    """The tool's own RSA key for LTI 1.3 (created once); returns only its public JWKS.
+
+    The platform asks for a tool keyset URL at registration; the private half stays in the state
+    store for services that sign requests to the platform (grades).
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem = store.get_secret(name, LTI13_TOOL_KEY_SECRET)
+    if pem is None:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+        store.set_secret(name, LTI13_TOOL_KEY_SECRET, pem)
+    public = serialization.load_pem_private_key(pem.encode(), password=None).public_key()
+    numbers = public.public_numbers()
+    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return {"keys": [{"kty": "RSA", "use": "sig", "alg": "RS256", "kid": hashlib.sha256(der).hexdigest()[:16],
+                      "n": _b64_uint(numbers.n), "e": _b64_uint(numbers.e)}]}
+
+
+def _b64_uint(value: int) -> str:
+    raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
