@@ -332,11 +332,18 @@ def _ensure_root(directory: Path, server: LocalAcme) -> None:
         return
     context = ssl.create_default_context(cafile=server.listener_ca)
     url = f"https://127.0.0.1:{server.pebble_management_port}/roots/0"
-    try:
-        with urllib.request.urlopen(url, context=context, timeout=10) as response:
-            pem = response.read()
-    except (urllib.error.URLError, OSError) as exc:
-        raise LocalAcmeError(f"pebble's management interface did not give its root CA ({url}): {exc}") from None
+    # pebble opens its management port after the ACME one: on a busy machine, seconds after.
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            with urllib.request.urlopen(url, context=context, timeout=10) as response:
+                pem = response.read()
+            break
+        except (urllib.error.URLError, OSError) as exc:
+            if time.monotonic() > deadline:
+                raise LocalAcmeError(f"pebble's management interface did not give its root CA ({url}): {exc}",
+                                     hint=f"see {directory / 'pebble.log'}") from None
+            time.sleep(0.2)
     root.write_bytes(pem)
 
 
