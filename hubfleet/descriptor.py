@@ -22,31 +22,42 @@ from pydantic import (
 )
 
 from hubfleet.errors import FieldProblem, InvalidInput
+from hubfleet.inputs import MAX_SCALAR, read_yaml, show, text_problem
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
-LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# Patterns are matched whole (fullmatch): `$` would let a trailing newline through.
+NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}[a-z0-9]")
+LABEL_RE = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 IMAGE_RE = re.compile(
-    r"^(?:[a-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
-    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+    r"(?:[a-z0-9.-]{1,253}(?::[0-9]{1,5})?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?"
 )
-QUANTITY_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T|k)?\s*$")
+QUANTITY_RE = re.compile(r"\s*([0-9]{1,12}(?:\.[0-9]{1,6})?)\s*(Ki|Mi|Gi|Ti|K|M|G|T|k)?\s*")
 UNITS = {
     "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4,
     "k": 1000, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
 }
-USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
-IDENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")
+USERNAME_RE = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
+IDENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}")
+HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")  # a DNS name or an IPv4 address
+ORIGIN_RE = re.compile(r"(https?)://(" + HOST_RE.pattern + r")(:[0-9]{1,5})?/?")
+# RFC 3986's characters, without quotes, backslashes, spaces or angle brackets.
+URL_RE = re.compile(r"(https?)://(" + HOST_RE.pattern + r")(:[0-9]{1,5})?(/[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]*)?")
+ATTRIBUTE_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,63}")
 SECRET_SOURCE_HELP = "write `generate` (hubfleet creates and stores it), `env:VAR` or `file:/path`"
+MAX_LIST = 200  # admin users, deployment ids, groups: more is a mistake, not a course
+MAX_COURSE_DAYS = 5 * 366
+MEMORY_RANGE = (128 * 2**20, 2**40)  # 128Mi .. 1Ti per student
+DISK_RANGE = (64 * 2**20, 16 * 2**40)  # 64Mi .. 16Ti per student
 
 
 def parse_quantity(value: Any) -> int:
     """'512Mi' -> bytes. A bare number is refused: the unit is never guessed."""
-    if isinstance(value, bool) or value is None:
-        raise ValueError(f"{value!r} is not a size — write e.g. 512Mi or 2Gi")
-    text = str(value)
-    m = QUANTITY_RE.match(text)
+    if isinstance(value, bool) or value is None or not isinstance(value, (str, int, float)):
+        raise ValueError(f"{show(value)} is not a size — write e.g. 512Mi or 2Gi")
+    text = str(value) if not isinstance(value, int) or value.bit_length() < 64 else "x"
+    m = QUANTITY_RE.fullmatch(text)
     if not m:
-        raise ValueError(f"{text!r} is not a size — write e.g. 512Mi or 2Gi")
+        raise ValueError(f"{show(value)} is not a size — write e.g. 512Mi or 2Gi")
     number, unit = m.groups()
     if unit is None:
         raise ValueError(f'"{text}" has no unit — write {text}Mi or 1Gi')
@@ -54,6 +65,14 @@ def parse_quantity(value: Any) -> int:
     if size <= 0:
         raise ValueError(f"{text!r} must be larger than zero")
     return size
+
+
+def check_size(value: Any, smallest: int, largest: int) -> str:
+    """A size within [smallest, largest], as the text that was given."""
+    size = parse_quantity(value)
+    if not smallest <= size <= largest:
+        raise ValueError(f"{show(value)} is out of range — give between {format_bytes(smallest)} and {format_bytes(largest)}")
+    return str(value)
 
 
 def format_bytes(size: int) -> str:
@@ -70,46 +89,71 @@ def check_secret_source(value: str) -> str:
         value.startswith("file:") and len(value) > 5
     ):
         return value
-    raise ValueError(f"{value!r} is not a secret source — {SECRET_SOURCE_HELP}")
+    raise ValueError(f"{show(value)} is not a secret source — {SECRET_SOURCE_HELP}")
 
 
 def check_usernames(values: list[str]) -> list[str]:
     for v in values:
-        if not USERNAME_RE.match(v):
-            raise ValueError(f"{v!r} is not a username — use lowercase letters, digits and . _ @ - (e.g. prof.smith)")
+        if not USERNAME_RE.fullmatch(v):
+            raise ValueError(f"{show(v)} is not a username — use lowercase letters, digits and . _ @ - (e.g. prof.smith)")
     return values
 
 
 def check_ident(value: str, what: str) -> str:
-    if not IDENT_RE.match(value):
-        raise ValueError(f"{value!r} is not a valid {what} — letters, digits and . _ : @ / + - only, no spaces")
+    if not IDENT_RE.fullmatch(value):
+        raise ValueError(f"{show(value)} is not a valid {what} — letters, digits and . _ : @ / + - only, no spaces")
     return value
 
 
 def check_hostname(value: str) -> str:
     host = value.strip().lower().rstrip(".")
     labels = host.split(".")
-    if len(host) > 253 or len(labels) < 2 or not all(LABEL_RE.match(lbl) for lbl in labels):
+    if len(host) > 253 or len(labels) < 2 or not all(LABEL_RE.fullmatch(lbl) for lbl in labels):
         raise ValueError(
-            f"{value!r} is not a valid DNS name — write a fully qualified name such as "
+            f"{show(value)} is not a valid DNS name — write a fully qualified name such as "
             "course.hub.example.edu (letters, digits and hyphens, at least one dot)"
         )
     if labels[-1].isdigit():
-        raise ValueError(f"{value!r} is an IP address — give the DNS name students will open")
+        raise ValueError(f"{show(value)} is an IP address — give the DNS name students will open")
     return host
 
 
 def check_url(value: str, *, field: str, https_only: bool = True) -> str:
-    m = re.match(r"^(https?)://([^/\s:]+)(:[0-9]+)?(/\S*)?$", value)
-    if not m:
-        raise ValueError(f"{value!r} is not a URL — write e.g. https://lms.example.edu/{field}")
+    m = URL_RE.fullmatch(value)
+    if not m or (m.group(3) and not 0 < int(m.group(3)[1:]) < 65536):
+        raise ValueError(f"{show(value)} is not a URL — write e.g. https://lms.example.edu/{field}")
     if https_only and m.group(1) != "https" and m.group(2) not in ("localhost", "127.0.0.1"):
-        raise ValueError(f"{value!r} must use https:// (only localhost may use http://)")
+        raise ValueError(f"{show(value)} must use https:// (only localhost may use http://)")
     return value
 
 
+def check_origin(value: str) -> str:
+    """An origin (scheme://host[:port]), as browsers and CSP frame-ancestors compare it; no path."""
+    m = ORIGIN_RE.fullmatch(value)
+    if not m or (m.group(3) and not 0 < int(m.group(3)[1:]) < 65536):
+        raise ValueError(f"{show(value)} is not an origin — write the LMS's scheme and host only, "
+                         "e.g. https://courses.edx.org")
+    if m.group(1) != "https" and m.group(2) not in ("localhost", "127.0.0.1"):
+        raise ValueError(f"{show(value)} must use https:// (only localhost may use http://)")
+    return value.rstrip("/")
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    """Every model of the descriptor: unknown keys refused, no NaN or infinity, text bounded and printable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False,
+                              str_max_length=MAX_SCALAR)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _printable(cls, value: Any) -> Any:
+        # Values end up in Python, INI, env and nginx files and in HTML: no control character gets there.
+        for position, item in enumerate(value if isinstance(value, (list, tuple)) else [value]):
+            if isinstance(item, (str, Path)):
+                problem = text_problem(str(item))
+                if problem:
+                    raise ValueError(f"item {position + 1} {problem}" if isinstance(value, (list, tuple)) else problem)
+        return value
 
 
 # --- authenticators -------------------------------------------------------------------------
@@ -124,12 +168,12 @@ class Lti11(Strict):
         "course and stores it as a secret), `env:VAR` or `file:/path`."
     )
     consumer_key: str | None = Field(
-        None, description="Consumer key; the course name when omitted.", min_length=1
+        None, description="Consumer key; the course name when omitted.", min_length=1, max_length=128
     )
     username_key: str = Field(
         "user_id",
         description="Launch field that becomes the JupyterHub username: user_id, "
-        "lis_person_sourcedid or ext_user_username (or any custom_* field).",
+        "lis_person_sourcedid or ext_user_username (or any custom_* field).", max_length=64,
     )
     lms_origin: str | None = Field(
         None, description="Origin of the LMS (https://courses.edx.org) allowed to frame the hub."
@@ -144,21 +188,21 @@ class Lti11(Strict):
     @classmethod
     def _key(cls, v: str | None) -> str | None:
         if v is not None and ":" in v:
-            raise ValueError(f"{v!r} has a colon — edX splits its LTI passport (id:key:secret) on colons")
+            raise ValueError(f"{show(v)} has a colon — edX splits its LTI passport (id:key:secret) on colons")
         return None if v is None else check_ident(v, "consumer key")
 
     @field_validator("username_key")
     @classmethod
     def _username_key(cls, v: str) -> str:
         known = {"user_id", "lis_person_sourcedid", "ext_user_username", "lis_person_contact_email_primary"}
-        if v not in known and not v.startswith("custom_"):
-            raise ValueError(f"{v!r} is not a launch field — use one of {sorted(known)} or custom_*")
+        if v not in known and not re.fullmatch(r"custom_[a-z0-9_]{1,57}", v):
+            raise ValueError(f"{show(v)} is not a launch field — use one of {sorted(known)} or custom_*")
         return v
 
     @field_validator("lms_origin")
     @classmethod
     def _origin(cls, v: str | None) -> str | None:
-        return None if v is None else check_url(v, field="", https_only=True).rstrip("/")
+        return None if v is None else check_origin(v)
 
 
 class Lti13(Strict):
@@ -168,12 +212,12 @@ class Lti13(Strict):
     issuer: str = Field(description="The platform's issuer (iss), e.g. https://moodle.example.edu.")
     client_id: str = Field(description="Client id the platform gave this tool.", min_length=1)
     deployment_ids: list[str] = Field(
-        default_factory=list, description="Accepted deployment ids; any when empty."
+        default_factory=list, description="Accepted deployment ids; any when empty.", max_length=MAX_LIST
     )
     authorize_url: str = Field(description="Platform's OIDC authentication request URL.")
     jwks_url: str = Field(description="Platform's public keyset (JWKS) URL.")
     username_key: str = Field(
-        "sub", description="id_token claim that becomes the username (sub, email, name...)."
+        "sub", description="id_token claim that becomes the username (sub, email, name...).", max_length=64
     )
     lms_origin: str | None = Field(None, description="Origin allowed to frame the hub.")
 
@@ -190,12 +234,28 @@ class Lti13(Strict):
     @field_validator("issuer", "authorize_url", "jwks_url")
     @classmethod
     def _urls(cls, v: str, info) -> str:
+        if len(v) > 2048:
+            raise ValueError(f"is {len(v)} characters long — a URL fits in 2048")
         return check_url(v, field=info.field_name)
+
+    @field_validator("username_key")
+    @classmethod
+    def _claim(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.:/-]{0,63}", v):
+            raise ValueError(f"{show(v)} is not a claim name — e.g. sub, email or preferred_username")
+        return v
 
     @field_validator("lms_origin")
     @classmethod
     def _origin(cls, v: str | None) -> str | None:
-        return None if v is None else check_url(v, field="", https_only=True).rstrip("/")
+        return None if v is None else check_origin(v)
+
+
+def check_dn(value: str, what: str) -> str:
+    """A distinguished name: attribute=value pairs, no quotes or braces (they would reach config files)."""
+    if len(value) > 1024 or not re.fullmatch(r"[^\"'{}]+=[^\"'{}]+", value):
+        raise ValueError(f"{show(value)} is not a {what} — e.g. cn=hub,ou=services,dc=example,dc=edu")
+    return value
 
 
 class LdapSearch(Strict):
@@ -209,6 +269,18 @@ class LdapSearch(Strict):
     def _pw(cls, v: str) -> str:
         return check_secret_source(v)
 
+    @field_validator("bind_dn", "base_dn")
+    @classmethod
+    def _dns(cls, v: str, info) -> str:
+        return check_dn(v, "DN")
+
+    @field_validator("user_attribute")
+    @classmethod
+    def _attribute(cls, v: str) -> str:
+        if not ATTRIBUTE_RE.fullmatch(v):
+            raise ValueError(f"{show(v)} is not an attribute name — e.g. uid or sAMAccountName")
+        return v
+
 
 class Ldap(Strict):
     """The university's LDAP directory."""
@@ -217,18 +289,20 @@ class Ldap(Strict):
     server_uri: str = Field(description="ldaps://ldap.example.edu or ldap://host with starttls.")
     starttls: bool = Field(False, description="Upgrade ldap:// with StartTLS.")
     bind_dn_template: list[str] = Field(
-        default_factory=list,
+        default_factory=list, max_length=10,
         description="Direct bind templates, e.g. uid={username},ou=people,dc=example,dc=edu.",
     )
     search: LdapSearch | None = Field(None, description="Search-then-bind settings.")
-    allowed_groups: list[str] = Field(default_factory=list, description="Group DNs allowed in.")
-    admin_users: list[str] = Field(default_factory=list, description="Usernames made hub admins.")
+    allowed_groups: list[str] = Field(default_factory=list, description="Group DNs allowed in.", max_length=MAX_LIST)
+    admin_users: list[str] = Field(default_factory=list, description="Usernames made hub admins.",
+                                   max_length=MAX_LIST)
 
     @field_validator("server_uri")
     @classmethod
     def _uri(cls, v: str) -> str:
-        if not re.match(r"^ldaps?://[^/\s]+/?$", v):
-            raise ValueError(f"{v!r} is not an LDAP URI — write ldaps://ldap.example.edu")
+        m = re.fullmatch(r"ldaps?://(" + HOST_RE.pattern + r")(:[0-9]{1,5})?/?", v)
+        if not m or (m.group(2) and not 0 < int(m.group(2)[1:]) < 65536):
+            raise ValueError(f"{show(v)} is not an LDAP URI — write ldaps://ldap.example.edu")
         return v.rstrip("/")
 
     @field_validator("bind_dn_template")
@@ -236,15 +310,15 @@ class Ldap(Strict):
     def _templates(cls, v: list[str]) -> list[str]:
         for t in v:
             if "{username}" not in t:
-                raise ValueError(f"{t!r} has no {{username}} placeholder — e.g. uid={{username}},ou=people,dc=x")
+                raise ValueError(f"{show(t)} has no {{username}} placeholder — e.g. uid={{username}},ou=people,dc=x")
+            check_dn(t.replace("{username}", "x"), "bind DN template")
         return v
 
     @field_validator("allowed_groups")
     @classmethod
     def _groups(cls, v: list[str]) -> list[str]:
         for dn in v:
-            if not re.match(r"^[^\x00-\x1f\"'{}]+=[^\x00-\x1f\"'{}]+$", dn):
-                raise ValueError(f"{dn!r} is not a group DN — e.g. cn=numerics,ou=groups,dc=example,dc=edu")
+            check_dn(dn, "group DN — e.g. cn=numerics,ou=groups,dc=example,dc=edu; this")
         return v
 
     @field_validator("admin_users")
@@ -257,7 +331,7 @@ class Ldap(Strict):
         problems = []
         if not self.bind_dn_template and self.search is None:
             problems.append("give bind_dn_template (direct bind) or search (search-then-bind)")
-        host = re.sub(r"^ldaps?://", "", self.server_uri).split(":")[0]
+        host = re.sub(r"^ldaps?://", "", self.server_uri).split(":")[0].lower()
         loopback = host in ("localhost",) or host.startswith("127.")
         if self.server_uri.startswith("ldap://") and not self.starttls and not loopback:
             problems.append(
@@ -274,7 +348,8 @@ class SharedPassword(Strict):
     kind: Literal["shared-password"] = Field(description="One password shared by all participants.")
     password: str = Field("generate", description=f"Secret source of the password: {SECRET_SOURCE_HELP}.")
     min_length: int = Field(12, ge=8, le=128, description="Shortest password accepted (8 or more).")
-    admin_users: list[str] = Field(default_factory=list, description="Usernames made hub admins.")
+    admin_users: list[str] = Field(default_factory=list, description="Usernames made hub admins.",
+                                   max_length=MAX_LIST)
 
     @field_validator("admin_users")
     @classmethod
@@ -303,15 +378,21 @@ class Load(Strict):
     concurrent: float = Field(
         0.4, description="Share of students running a server at the busiest hour (0 < x ≤ 1).", gt=0, le=1
     )
-    memory_per_user: str = Field("512Mi", description="Memory limit of one student's server (512Mi, 1Gi).")
-    cpu_per_user: float = Field(0.5, description="CPU cores one student's server may use.", gt=0, le=64)
-    disk_per_user: str = Field("1Gi", description="Disk kept per student (their notebook volume).")
+    memory_per_user: str = Field("512Mi", description="Memory limit of one student's server (512Mi, 1Gi), "
+                                 "128Mi to 1Ti.")
+    cpu_per_user: float = Field(0.5, description="CPU cores one student's server may use (0.01 to 64).",
+                                ge=0.01, le=64)
+    disk_per_user: str = Field("1Gi", description="Disk kept per student (their notebook volume), 64Mi to 16Ti.")
 
-    @field_validator("memory_per_user", "disk_per_user")
+    @field_validator("memory_per_user", mode="before")
     @classmethod
-    def _size(cls, v: Any) -> str:
-        parse_quantity(v)
-        return str(v)
+    def _memory(cls, v: Any) -> str:
+        return check_size(v, *MEMORY_RANGE)
+
+    @field_validator("disk_per_user", mode="before")
+    @classmethod
+    def _disk(cls, v: Any) -> str:
+        return check_size(v, *DISK_RANGE)
 
     @property
     def memory_bytes(self) -> int:
@@ -328,68 +409,90 @@ class Dates(Strict):
 
 
 class AcmeTls(Strict):
-    acme_server: str = Field(
-        "letsencrypt",
-        description="letsencrypt, letsencrypt-staging, local (the embedded pebble) or an ACME directory URL.",
+    """A certificate from an ACME server over HTTP-01."""
+
+    acme_server: str | None = Field(
+        None,
+        description="letsencrypt, letsencrypt-staging, local (the embedded pebble) or an ACME directory URL; "
+        "omitted, the provider's own (`hubfleet plan` shows it: local on docker, letsencrypt on openstack).",
     )
-    email: str = Field(description="Account email for the ACME server's expiry notices.")
+    email: str | None = Field(
+        None, description="Account email for the ACME server's notices (optional: hubfleet renews on the host, "
+        "and `hubfleet status` warns two weeks before expiry).", max_length=254,
+    )
 
     @field_validator("acme_server")
     @classmethod
-    def _server(cls, v: str) -> str:
-        if v in ("letsencrypt", "letsencrypt-staging", "local"):
+    def _server(cls, v: str | None) -> str | None:
+        if v is None or v in ("letsencrypt", "letsencrypt-staging", "local"):
             return v
         return check_url(v, field="directory")
 
     @field_validator("email")
     @classmethod
-    def _email(cls, v: str) -> str:
-        if not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", v):
-            raise ValueError(f"{v!r} is not an email address — write e.g. ops@example.edu")
+    def _email(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+", v):
+            raise ValueError(f"{show(v)} is not an email address — write e.g. ops@example.edu")
         return v
 
 
 class FileTls(Strict):
+    """The institution's own certificate files (on the machine running hubfleet)."""
+
     certificate: Path = Field(description="PEM certificate (with chain) of the institution.")
     key: Path = Field(description="PEM private key matching the certificate.")
 
 
 class Culling(Strict):
     idle_timeout: int = Field(3600, ge=300, le=7 * 86400, description="Seconds before an idle server is stopped.")
-    max_age: int = Field(0, ge=0, description="Stop servers older than this many seconds (0 = never).")
+    max_age: int = Field(0, ge=0, le=366 * 86400,
+                         description="Stop servers older than this many seconds (0 = never; at most a year).")
 
 
 class Course(Strict):
     """One course, MOOC session or workshop: one JupyterHub."""
 
-    name: str = Field(description="DNS-safe name, unique in the fleet (lowercase, digits, hyphens; 2–32).")
+    name: str = Field(description="DNS-safe name, unique in the fleet (lowercase, digits, hyphens; 2–32).",
+                      max_length=32)
     title: str = Field(description="Human title shown to students.", min_length=1, max_length=200)
     provider: Literal["docker", "openstack"] = Field(
         "docker", description="Where the hosts run: docker (embedded default, this machine) or openstack."
     )
-    image: str = Field("hubfleet/notebook:latest", description="Notebook image every student gets.")
+    image: str = Field("hubfleet/notebook:latest", description="Notebook image every student gets.", max_length=255)
     authenticator: Authenticator = Field(description="How students log in: " + ", ".join(AUTH_KINDS) + ".")
     load: Load = Field(description="Expected load.")
     dates: Dates = Field(description="When the course runs.")
-    domain: str = Field(description="DNS name students open, e.g. queues.hub.example.edu.")
-    tls: Union[AcmeTls, FileTls, None] = Field(None, description="HTTPS: ACME settings or own certificate files.")
+    domain: str = Field(description="DNS name students open, e.g. queues.hub.example.edu.", max_length=253)
+    tls: Union[AcmeTls, FileTls] = Field(
+        default_factory=AcmeTls,
+        description="HTTPS, always on: ACME settings or the institution's certificate files. Omitted, a "
+        "certificate from the provider's ACME server (the embedded one on docker, Let's Encrypt on openstack); "
+        "plain HTTP is not offered.",
+    )
     culling: Culling = Field(default_factory=Culling, description="Idle-server culling.")
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not NAME_RE.match(v):
+        if not NAME_RE.fullmatch(v):
             raise ValueError(
-                f"{v!r} is not DNS-safe — use 2–32 lowercase letters, digits and hyphens, "
+                f"{show(v)} is not DNS-safe — use 2–32 lowercase letters, digits and hyphens, "
                 "starting with a letter (e.g. mooc-queues)"
             )
+        return v
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("is blank — give the title students see")
         return v
 
     @field_validator("image")
     @classmethod
     def _image(cls, v: str) -> str:
-        if not IMAGE_RE.match(v):
-            raise ValueError(f"{v!r} is not an image reference — write e.g. hubfleet/notebook:latest")
+        if len(v) > 255 or not IMAGE_RE.fullmatch(v):
+            raise ValueError(f"{show(v)} is not an image reference — write e.g. hubfleet/notebook:latest")
         return v
 
     @field_validator("domain")
@@ -397,9 +500,30 @@ class Course(Strict):
     def _domain(cls, v: str) -> str:
         return check_hostname(v)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _https_by_default(cls, data: Any) -> Any:
+        """No `tls` (or ACME settings naming no server): the provider's own ACME server."""
+        if not isinstance(data, dict):
+            return data
+        tls = data.get("tls", {})
+        if isinstance(tls, dict) and "acme_server" not in tls and "certificate" not in tls and "key" not in tls:
+            from hubfleet.providers import default_acme_server
+
+            server = default_acme_server(data.get("provider", "docker"))
+            if server is not None:
+                return {**data, "tls": {**tls, "acme_server": server}}
+        return data
+
     @field_validator("tls", mode="before")
     @classmethod
     def _tls_shape(cls, v: Any) -> Any:
+        if v is None or v is False or v in ("off", "none", "no", "http"):
+            raise ValueError(
+                "HTTPS cannot be turned off: every hub is served over HTTPS — remove the `tls` line for a "
+                "certificate from the provider's ACME server, or give ACME settings or the institution's "
+                "certificate files (see docs/tls.md)"
+            )
         if isinstance(v, dict) and ("certificate" in v or "key" in v) and "acme_server" not in v:
             return FileTls.model_validate(v)
         if isinstance(v, dict):
@@ -423,7 +547,10 @@ def _field_path(loc: tuple) -> str:
         elif str(item) in ("AcmeTls", "FileTls"):
             continue
         else:
-            parts.append(("." if parts else "") + str(item))
+            name = str(item)
+            if len(name) > 64 or text_problem(name):  # a key the user wrote may be anything
+                name = show(name, 40)
+            parts.append(("." if parts else "") + name)
     return "".join(parts)
 
 
@@ -439,23 +566,23 @@ def _describe(err: dict, model_fields: dict | None = None) -> str:
     if kind == "union_tag_not_found":
         return f"missing `kind` — use one of: {', '.join(AUTH_KINDS)}"
     if kind == "literal_error":
-        return f"{inp!r} is not allowed — use one of: {err['ctx']['expected']}"
+        return f"{show(inp)} is not allowed — use one of: {err['ctx']['expected']}"
     if kind.startswith("int_") or kind.startswith("float_"):
         if "greater_than" in kind or "less_than" in kind:
-            return f"{inp!r} is out of range — {err['msg'].lower()}"
-        return f"{inp!r} is not a number — write a plain number such as 30"
+            return f"{show(inp)} is out of range — {err['msg'].lower()}"
+        return f"{show(inp)} is not a number — write a plain number such as 30"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        return f"{inp!r} is out of range — {err['msg'].lower()}"
+        return f"{show(inp)} is out of range — {err['msg'].lower()}"
     if kind.startswith("date_"):
-        return f"{inp!r} is not a date — write YYYY-MM-DD, e.g. 2027-02-01"
+        return f"{show(inp)} is not a date — write YYYY-MM-DD, e.g. 2027-02-01"
     if kind in ("string_type",):
-        return f"{inp!r} is not text — quote it"
+        return f"{show(inp)} is not text — quote it"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return "expected a mapping of fields (key: value lines), got " + type(inp).__name__
     if kind in ("list_type",):
         return "expected a list (- item lines), got " + type(inp).__name__
     if kind in ("bool_type", "bool_parsing"):
-        return f"{inp!r} is not true/false"
+        return f"{show(inp)} is not true/false"
     if kind in ("string_too_short",):
         return "is empty — give a value"
     if kind in ("string_too_long",):
@@ -488,6 +615,11 @@ def check_dates(course: Course, today: dt.date) -> list[FieldProblem]:
         problems.append(FieldProblem(
             "dates.end", f"{course.dates.end} is in the past (today is {today}) — a finished course needs no hub"
         ))
+    if (course.dates.end - course.dates.start).days > MAX_COURSE_DAYS:
+        problems.append(FieldProblem(
+            "dates.end", f"{course.dates.end} is more than five years after dates.start {course.dates.start} — "
+                         "give the dates of one course (a new session gets its own hub)"
+        ))
     return problems
 
 
@@ -506,27 +638,6 @@ def parse_course(data: Any, *, source: str = "descriptor", today: dt.date | None
     if problems:
         raise InvalidInput(problems, source=source)
     return course
-
-
-def read_yaml(path: Path | str, *, missing: str = "check the path") -> Any:
-    """A YAML file's data, or InvalidInput naming the file, the line and the fix."""
-    path = Path(path)
-    source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InvalidInput([FieldProblem("", f"no such file: {path} — {missing}")], source=source) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput([FieldProblem("", f"cannot read {path}: {exc}")], source=source) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise InvalidInput(
-            [FieldProblem("", f"{where}not valid YAML ({getattr(exc, 'problem', exc)}) — check indentation and quotes")],
-            source=source,
-        ) from None
 
 
 def load_course(path: Path | str, *, today: dt.date | None = None) -> Course:

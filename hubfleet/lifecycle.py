@@ -165,8 +165,7 @@ def _create(store, course, plan, record, probe, verbosity, choices):
     hosts = provider.ensure_hosts(list(plan.hosts), public_key)
     store.update(course.name, hosts=[h.to_dict() for h in hosts])
 
-    if course.tls:
-        record("step", f"TLS pre-flight: {course.domain}, port 80 and the ACME server")
+    record("step", f"TLS pre-flight: {course.domain}, port 80 and the ACME server")
     tls_variables = tls.ensure_ready(store.dir, course, hosts, lambda message: record("info", message))
 
     record("step", f"notebook image {course.image} onto the hosts")

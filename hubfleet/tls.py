@@ -52,15 +52,14 @@ def _on_loopback(host: Host) -> bool:
 
 def role_variables(course: Course, hosts: list[Host]) -> dict:
     """The inventory variables of roles/tls and of roles/proxy's HTTPS side; none of them secret."""
-    variables: dict = {"tls_enabled": course.tls is not None, "tls_domain": course.domain,
+    # Every course is HTTPS (the descriptor has no way back to plain HTTP).
+    variables: dict = {"tls_enabled": True, "tls_domain": course.domain,
                        "tls_webroot": ACME_WEBROOT, "proxy_acme_webroot": ACME_WEBROOT}
-    if course.tls is None:
-        return variables
     hub = _hub(hosts)
     if isinstance(course.tls, AcmeTls):
         live = f"{ACME_LIVE_DIR}/{course.domain}"
         chain = f"{live}/chain.pem"
-        variables.update(tls_mode="acme", tls_acme_email=course.tls.email)
+        variables.update(tls_mode="acme", tls_acme_email=course.tls.email or "")
         if course.tls.acme_server != "local":
             variables["tls_acme_directory"] = DIRECTORIES.get(course.tls.acme_server, course.tls.acme_server)
     else:
@@ -78,13 +77,29 @@ def role_variables(course: Course, hosts: list[Host]) -> dict:
 
 
 def public_url(course: Course, hosts: list[Host]) -> str:
-    """Where students open the hub: the course's domain (on the published port for hosts on this machine)."""
+    """Where students open the hub: https on the course's domain (on the published port for hosts on this machine)."""
     hub = _hub(hosts)
-    if _on_loopback(hub) and hub.http_port:
-        if course.tls is None:
-            return f"http://127.0.0.1:{hub.http_port}"
+    if _on_loopback(hub) and hub.https_port:
         return f"https://{course.domain}:{hub.https_port}"
-    return f"{'https' if course.tls else 'http'}://{course.domain}"
+    return f"https://{course.domain}"
+
+
+def summary(course: Course) -> dict[str, str | None]:
+    """How the course's hub is served, for `plan` and `validate`: always HTTPS, with which certificate."""
+    url = f"https://{course.domain}"
+    if isinstance(course.tls, FileTls):
+        return {"url": url, "certificate": f"the institution's certificate {course.tls.certificate}",
+                "acme_directory": None, "needs": f"the certificate must name {course.domain} and match its key"}
+    server = course.tls.acme_server
+    http01 = f"{course.domain} must resolve to the hub host and its port 80 be reachable from the ACME server (HTTP-01)"
+    described = {
+        "local": ("the embedded ACME server on this machine (pebble); `create` prints its root CA for browsers "
+                  "to trust", "nothing: hubfleet starts it and answers its DNS"),
+        "letsencrypt": ("Let's Encrypt, trusted by every browser", http01.replace("the ACME server", "the internet")),
+        "letsencrypt-staging": ("Let's Encrypt's staging server (browsers do not trust it: for trials)", http01),
+    }
+    certificate, needs = described.get(server, (f"the ACME server {server}", http01))
+    return {"url": url, "certificate": certificate, "acme_directory": DIRECTORIES.get(server, server), "needs": needs}
 
 
 def ca_certificate(state_dir: Path, course: Course) -> Path | None:
@@ -300,7 +315,7 @@ def served_certificate(state_dir: Path, course: Course, hosts: list[Host], *,
 
     hub = _hub(hosts)
     port = hub.https_port if _on_loopback(hub) else 443
-    if course.tls is None or not port:
+    if not port:
         return None
     der = _peer_certificate(hub.address, port, course.domain)
     if der is None:
@@ -379,7 +394,7 @@ def reaching(state_dir: Path, course: Course, hosts: list[Host]) -> Iterator[Non
     hub = _hub(hosts)
     ca = ca_certificate(state_dir, course)
     with ExitStack() as stack:
-        if course.tls is not None and _on_loopback(hub):
+        if _on_loopback(hub):
             stack.enter_context(resolving_to_loopback(course.domain))
         if ca is not None:
             stack.enter_context(trusting(ca))

@@ -42,8 +42,8 @@ class _LtiKind(AuthKind):
             "lti_version": self.version,
             "lti_username_key": course.authenticator.username_key,
             "lti_frame_ancestors": [origin] if origin else [],
-            # Browsers only keep SameSite=None cookies that are also Secure, which needs HTTPS.
-            "lti_secure_cookies": course.tls is not None,
+            # Inside an LMS iframe only SameSite=None; Secure cookies survive; every hub is HTTPS.
+            "lti_secure_cookies": True,
         }
 
     def login_hints(self, course: "Course") -> list[str]:

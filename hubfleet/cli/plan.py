@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from hubfleet import tls
 from hubfleet.app import Application
 from hubfleet.descriptor import format_bytes, load_course
 from hubfleet.errors import HubfleetError
@@ -30,6 +31,8 @@ def command(app: Application, descriptor: Path, flavors: Path | None, hosts: int
 
     Memory = concurrent users x memory per user + 0.5 GiB for hub and proxy, plus 30% headroom;
     CPU = concurrent x CPU per user x 1.2 + 0.25; disk = students x disk per user + 10 GiB a host.
+    Every hub is HTTPS: the plan says where its certificate comes from (without `tls`, the
+    provider's ACME server: the embedded one on docker, Let's Encrypt on openstack).
     """
     course = load_course(descriptor)
     plan, notes = plan_for(app.store, course, flavors=flavors, hosts=hosts, strict=False)
@@ -39,10 +42,13 @@ def command(app: Application, descriptor: Path, flavors: Path | None, hosts: int
             preflight = provider_for(app.store, course.name, course.provider, lambda k, m: None).check(list(plan.hosts))
         except HubfleetError as exc:
             notes.append(f"pre-flight not run: {exc.message}")
+    https = tls.summary(course)
     if as_json:
-        app.print_json({**plan.to_dict(), "preflight": preflight, "plan_notes": notes})
+        app.print_json({**plan.to_dict(), "https": https, "preflight": preflight, "plan_notes": notes})
     else:
         render_plan(app, plan)
+        app.out.print(f"https: {https['url']}, certificate from {https['certificate']}", markup=False)
+        app.out.print(f"  needs: {https['needs']}", markup=False)
         for note in notes:
             app.warn(note)
         if preflight is not None:

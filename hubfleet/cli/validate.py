@@ -4,6 +4,7 @@ from pathlib import Path
 
 import click
 
+from hubfleet import tls
 from hubfleet.app import Application
 from hubfleet.descriptor import json_schema, load_course
 
@@ -30,5 +31,5 @@ def command(app: Application, descriptor: Path | None, schema: bool) -> None:
     course = load_course(descriptor)
     app.success(f"{descriptor} is valid: course {course.name!r} ({course.title}), "
                 f"{course.authenticator.kind}, {course.load.students} students, provider {course.provider}")
-    if course.tls is None:
-        app.warn("no `tls` section: the hub is served over plain HTTP — add tls: {acme_server: ..., email: ...}")
+    https = tls.summary(course)
+    app.info(f"served at {https['url']} with a certificate from {https['certificate']}")

@@ -87,7 +87,9 @@ class PortalConfig(Strict):
         description="Images teachers pick from; seeds the operator-curated list when it is empty.",
     )
     course_defaults: CourseDefaults = Field(default_factory=CourseDefaults)
-    tls: AcmeTls | None = Field(None, description="ACME settings every course gets (none: plain HTTP).")
+    tls: AcmeTls | None = Field(
+        None, description="ACME settings every course gets; without them each course gets a certificate from its "
+        "provider's ACME server (the embedded one on docker, Let's Encrypt on openstack). Hubs are always HTTPS.")
     smtp: SmtpSettings | None = Field(None, description="Where notification emails go out (none: not sent).")
     ldap: Ldap | None = Field(None, description="Sign teachers in with the directory (direct bind templates).")
     ldap_mail_domain: str | None = Field(None, description="Directory users' email is <username>@<this>.")

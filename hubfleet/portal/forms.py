@@ -109,8 +109,8 @@ def descriptor_data(values: dict[str, str], config: PortalConfig, image: ImageRo
     _put(dates, "end", values["end"])
     data["dates"] = dates
     data["culling"] = {"idle_timeout": config.course_defaults.idle_timeout}
-    if config.tls is not None:
-        data["tls"] = config.tls.model_dump(mode="json")
+    if config.tls is not None:  # else the descriptor's own default: HTTPS from the provider's ACME server
+        data["tls"] = config.tls.model_dump(mode="json", exclude_none=True)
 
     auth = authenticator_data(values)
     if auth is None:

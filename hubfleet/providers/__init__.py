@@ -14,13 +14,24 @@ _BACKENDS = {
 }
 
 
-def get_provider(name: str, course_name: str, workdir: Path, progress: Progress | None = None) -> Provider:
+def provider_class(name: str) -> type[Provider]:
     try:
         module_name, _, cls_name = _BACKENDS[name].partition(":")
-    except KeyError:
+    except (KeyError, TypeError):
         raise HubfleetError(f"unknown provider {name!r}", hint=f"use one of: {', '.join(_BACKENDS)}") from None
-    cls = getattr(import_module(module_name), cls_name)
-    return cls(course_name, workdir, progress)
+    return getattr(import_module(module_name), cls_name)
 
 
-__all__ = ["Host", "HostSpec", "Progress", "Provider", "get_provider"]
+def get_provider(name: str, course_name: str, workdir: Path, progress: Progress | None = None) -> Provider:
+    return provider_class(name)(course_name, workdir, progress)
+
+
+def default_acme_server(name: str) -> str | None:
+    """The ACME server a course on this provider gets when its descriptor names none (None: unknown provider)."""
+    try:
+        return provider_class(name).acme_server
+    except HubfleetError:
+        return None
+
+
+__all__ = ["Host", "HostSpec", "Progress", "Provider", "default_acme_server", "get_provider", "provider_class"]

@@ -47,6 +47,8 @@ class Provider(ABC):
     """Where a course's hosts come from. One subclass per backend, in its own module."""
 
     name: ClassVar[str]
+    # Where a course's certificate comes from when its descriptor names no `tls` (HTTPS is never off).
+    acme_server: ClassVar[str]
 
     def __init__(self, course_name: str, workdir: Path, progress: Progress | None = None):
         self.course_name = course_name

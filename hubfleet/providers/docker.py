@@ -60,6 +60,7 @@ class PlannedHost:
 
 class DockerProvider(Provider):
     name = "docker"
+    acme_server = "local"  # hosts on this machine: the embedded ACME server, no internet needed
     ready_timeout_s: float = 180.0  # boot to SSH + inner engine takes ~2 s; leave room for a busy machine
 
     # --- naming --------------------------------------------------------------------------

@@ -433,6 +433,7 @@ class OpenStackProvider(Provider):
     """Servers on an OpenStack cloud; `engine: sdk` (openstacksdk) or `engine: terraform` in site.yaml."""
 
     name = "openstack"
+    acme_server = "letsencrypt"  # public hosts: a certificate every browser trusts
 
     def __init__(self, course_name: str, workdir: Path, progress: Progress | None = None, *,
                  site: "Site | None" = None, connection=None):

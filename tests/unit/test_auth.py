@@ -64,12 +64,12 @@ def test_shared_password_secrets_are_the_students_and_the_admins(course, store):
 
 
 def test_lti11_variables_name_key_field_and_origin_but_no_secret(course):
-    variables = role_variables(course(LTI11, tls=None))  # the workshop example has TLS; this case has none
+    variables = role_variables(course(LTI11))
     assert variables["hub_auth_role"] == "lti" and variables["lti_version"] == "1.1"
     assert variables["lti_consumer_key"] == "workshop"  # the course name when the descriptor has none
     assert variables["lti_username_key"] == "user_id"
     assert variables["proxy_frame_ancestors"] == variables["lti_frame_ancestors"] == ["https://courses.edx.org"]
-    assert variables["lti_secure_cookies"] is False  # no TLS: a Secure cookie would never come back
+    assert variables["lti_secure_cookies"] is True  # every hub is HTTPS: the LMS iframe keeps its cookies
     assert not any("secret" in key for key in variables)
 
 

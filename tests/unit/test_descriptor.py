@@ -143,10 +143,16 @@ def test_fuzzed_bad_values_give_field_named_messages(workshop_data, field, value
         assert any(p.path.startswith(top) for p in exc.problems), [str(p) for p in exc.problems]
 
 
-@pytest.mark.parametrize("bad", ['<script>alert(1)</script>', 'a"b', "Prof Smith", "x\ny"])
+@pytest.mark.parametrize("bad", ['<script>alert(1)</script>', 'a"b', "Prof Smith"])
 def test_admin_usernames_are_restricted(workshop_data, bad):
     workshop_data["authenticator"]["admin_users"] = [bad]
     assert "not a username" in problems(workshop_data)["authenticator.admin_users"]
+
+
+def test_a_line_break_in_a_list_item_is_named_with_its_item(workshop_data):
+    workshop_data["authenticator"]["admin_users"] = ["ok", "x\ny"]
+    assert problems(workshop_data)["authenticator.admin_users"].startswith(
+        "item 2 contains U+000A (a line break) at position 2")
 
 
 def test_lti_identifiers_are_restricted(workshop_data):

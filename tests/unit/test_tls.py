@@ -117,10 +117,26 @@ def test_acme_courses_need_no_file_check(workshop_data):
 # --- role variables and URLs ------------------------------------------------------------------
 
 
-def test_no_tls_keeps_http_on_the_published_port(workshop_data):
-    course = course_with(workshop_data, None)
-    assert tls.role_variables(course, [DOCKER_HUB])["tls_enabled"] is False
-    assert tls.public_url(course, [DOCKER_HUB]) == "http://127.0.0.1:32080"
+@pytest.mark.parametrize("provider, server", [("docker", "local"), ("openstack", "letsencrypt")])
+def test_without_tls_a_course_gets_https_from_its_providers_acme_server(workshop_data, provider, server):
+    course = course_with({**workshop_data, "provider": provider}, None)
+    assert course.tls.acme_server == server and course.tls.email is None
+    variables = tls.role_variables(course, [DOCKER_HUB if provider == "docker" else CLOUD_HUB])
+    assert variables["tls_enabled"] is True and variables["tls_mode"] == "acme" and variables["tls_acme_email"] == ""
+    assert tls.public_url(course, [DOCKER_HUB]) == "https://queues.hub.example.edu:32443"
+    assert tls.public_url(course, [CLOUD_HUB]) == "https://queues.hub.example.edu"
+    assert tls.summary(course)["url"] == "https://queues.hub.example.edu"
+    # ACME settings without a server get the provider's, with their email kept.
+    course = course_with({**workshop_data, "provider": provider}, {"email": "ops@example.edu"})
+    assert (course.tls.acme_server, course.tls.email) == (server, "ops@example.edu")
+
+
+@pytest.mark.parametrize("off", [None, False, "off", "http"])
+def test_https_cannot_be_turned_off(workshop_data, off):
+    with pytest.raises(InvalidInput) as info:
+        parse_course({**workshop_data, "tls": off})
+    (problem,) = info.value.problems
+    assert problem.path == "tls" and problem.message.startswith("HTTPS cannot be turned off")
 
 
 def test_local_acme_on_docker_hosts(workshop_data):
