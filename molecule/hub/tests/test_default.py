@@ -17,7 +17,9 @@ def test_config_is_private_and_holds_no_secret(host):
     assert 'c.DockerSpawner.mem_limit = "256M"' in text
     assert "jupyterhub_idle_culler" in text
     assert "molecule-shared-pw" not in text and "molecule-service-token" not in text
-    assert host.file("/etc/jupyterhub/secrets.env").mode == 0o600
+    secrets = host.file("/etc/jupyterhub/secrets.json")
+    assert secrets.mode == 0o600 and json.loads(secrets.content_string) == {
+        "service_token": "molecule-service-token-0123456789abcdef"}
 
 
 def test_hub_api_answers_and_knows_the_service(host):

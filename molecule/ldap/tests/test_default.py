@@ -9,8 +9,8 @@ def test_snippet_verifies_the_directory_and_holds_no_password(host):
     text = snippet.content_string
     assert '"validate": ssl.CERT_REQUIRED' in text and 'tls_strategy = "before_bind"' in text
     assert "molecule-ldap-password" not in text
-    env = host.file("/etc/jupyterhub/conf.d/auth.env")
-    assert env.mode == 0o600 and 'HUBFLEET_LDAP_SEARCH_PASSWORD="molecule-ldap-password"' in env.content_string
+    secrets = host.file("/etc/jupyterhub/conf.d/auth-secrets.json")
+    assert secrets.mode == 0o600 and json.loads(secrets.content_string) == {"search_password": "molecule-ldap-password"}
 
 
 def test_hub_starts_with_the_ldap_authenticator(host):

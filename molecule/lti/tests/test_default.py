@@ -16,13 +16,13 @@ print(client.sign(url, "POST", body=urlencode(fields),
 """ % SECRET
 
 
-def test_snippet_and_module_are_in_place_and_the_secret_only_in_the_env_file(host):
+def test_snippet_and_module_are_in_place_and_the_secret_only_in_its_private_file(host):
     snippet = host.file("/etc/jupyterhub/conf.d/auth.py")
     assert snippet.mode == 0o600 and snippet.user == "root"
     assert "hubfleet_lti.HubfleetLTI11Authenticator" in snippet.content_string
     assert SECRET not in snippet.content_string
-    env = host.file("/etc/jupyterhub/conf.d/auth.env")
-    assert env.mode == 0o600 and f'HUBFLEET_LTI_CONSUMER_SECRET="{SECRET}"' in env.content_string
+    secrets = host.file("/etc/jupyterhub/conf.d/auth-secrets.json")
+    assert secrets.mode == 0o600 and json.loads(secrets.content_string) == {"consumer_secret": SECRET}
     assert host.file("/etc/jupyterhub/hubfleet_lti.py").mode == 0o644
 
 
