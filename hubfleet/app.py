@@ -13,6 +13,7 @@ from typing import Any, Iterator, NoReturn
 import click
 from rich.console import Console
 
+from hubfleet.errors import FieldProblem, InvalidInput
 from hubfleet.state import StateStore
 
 
@@ -27,7 +28,24 @@ class Application:
 
     @cached_property
     def store(self) -> StateStore:
-        return StateStore(self.state_dir, self.database_url)
+        """The state store named by --state-dir / --database-url; a bad one is bad input (exit 2), not a traceback."""
+        from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+        try:
+            return StateStore(self.state_dir, self.database_url)
+        except OSError as exc:
+            raise InvalidInput([FieldProblem("--state-dir", f"cannot use {exc.filename or self.state_dir} as the "
+                                                             f"state directory: {exc.strerror or exc} — give a "
+                                                             "directory hubfleet may write")],
+                               source="command line") from None
+        except (ArgumentError, SQLAlchemyError, ImportError, ValueError) as exc:
+            # The driver's first line says why (refused, unknown host); never the URL, which may hold a password.
+            cause = getattr(exc, "orig", None)
+            reason = str(cause).strip().splitlines()[0][:200] if cause is not None and str(cause).strip() else ""
+            raise InvalidInput([FieldProblem("--database-url", f"cannot open the state database: "
+                                                                f"{type(exc).__name__}{': ' + reason if reason else ''}"
+                                                                " — write e.g. postgresql+psycopg://user@host/hubfleet")],
+                               source="command line") from None
 
     # --- output --------------------------------------------------------------------------
 

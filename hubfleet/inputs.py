@@ -189,6 +189,9 @@ def read_yaml(path: Path | str, *, missing: str = "check the path") -> Any:
                            source=source) from None
     except OSError as exc:
         raise InvalidInput([FieldProblem("", f"cannot read {path}: {exc.strerror or exc}")], source=source) from None
+    except ValueError:  # a NUL in the path
+        raise InvalidInput([FieldProblem("", f"{show(str(path))} is not a file name — check the path")],
+                           source=show(str(path))) from None
     if len(raw) > MAX_FILE_BYTES:
         raise InvalidInput([FieldProblem("", f"is larger than {MAX_FILE_BYTES // 1024} kB — a descriptor or settings "
                                              "file holds a few hundred bytes; is it the right file?")], source=source)

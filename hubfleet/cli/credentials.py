@@ -3,13 +3,14 @@ from __future__ import annotations
 import click
 
 from hubfleet.app import Application
+from hubfleet.cli.params import COURSE
 from hubfleet.authenticators import secret_labels
 
 PUBLIC_NAMES = secret_labels()
 
 
 @click.command("credentials")
-@click.argument("name")
+@click.argument("name", type=COURSE)
 @click.option("--json", "as_json", is_flag=True, help="Print them as JSON on stdout.")
 @click.pass_obj
 def command(app: Application, name: str, as_json: bool) -> None:

@@ -3,12 +3,13 @@ from __future__ import annotations
 import click
 
 from hubfleet.app import Application
+from hubfleet.cli.params import COURSE
 from hubfleet.cli.progress import printer
 from hubfleet.lifecycle import destroy_course
 
 
 @click.command("destroy")
-@click.argument("name")
+@click.argument("name", type=COURSE)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--no-archive", is_flag=True,
               help="Remove everything WITHOUT saving the students' work first. Must be explicit.")

@@ -3,6 +3,7 @@ from __future__ import annotations
 import click
 
 from hubfleet.app import Application
+from hubfleet.cli.params import COURSE
 from hubfleet.lti import lti_config
 
 
@@ -50,7 +51,7 @@ def _lines_13(cfg: dict[str, str]) -> list[str]:
 
 
 @click.command("lti-config")
-@click.argument("name")
+@click.argument("name", type=COURSE)
 @click.option("--json", "as_json", is_flag=True, help="Print the settings as JSON on stdout.")
 @click.pass_obj
 def command(app: Application, name: str, as_json: bool) -> None:

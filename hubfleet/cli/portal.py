@@ -36,14 +36,24 @@ def _load(app: Application, config: Path | None, **overrides):
 
 
 def _read_password(password_file: Path | None) -> str:
+    from hubfleet.inputs import text_problem
     from hubfleet.portal.auth import check_new_password
 
     if password_file is not None:
         try:
-            password = password_file.read_text().strip()
+            with password_file.open("rb") as handle:
+                password = handle.read(4097).decode("utf-8").strip()
         except OSError as exc:
             raise InvalidInput([FieldProblem("--password-file", f"cannot read {password_file}: {exc.strerror}")],
                                source="command line") from None
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidInput([FieldProblem("--password-file", f"{password_file} is not a UTF-8 text file — write "
+                                                                "the password on its first line")],
+                               source="command line") from None
+        if len(password) > 4096 or text_problem(password):
+            raise InvalidInput([FieldProblem("--password-file", "holds more than one line or control characters — "
+                                                                "write the password alone on one line")],
+                               source="command line")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
     problem = check_new_password(password)
@@ -53,17 +63,20 @@ def _read_password(password_file: Path | None) -> str:
 
 
 def _add_account(app: Application, email: str, password_file: Path | None, role: str) -> None:
+    from hubfleet.inputs import text_problem
     from hubfleet.portal.auth import EMAIL_RE, hash_password
     from hubfleet.portal.models import PortalStore
 
     email = email.strip().lower()
-    if not EMAIL_RE.match(email):
+    if len(email) > 254 or text_problem(email) or not EMAIL_RE.fullmatch(email):
         raise InvalidInput([FieldProblem("EMAIL", f"{email!r} is not an email address — write e.g. ada@example.edu")],
                            source="command line")
     db = PortalStore(app.store.engine)
     existing = db.user_by_login(email)
     password = _read_password(password_file)
-    db.ensure_user(email, email=email, role=role, password_hash=hash_password(password))
+    user = db.ensure_user(email, email=email, role=role, password_hash=hash_password(password))
+    if existing:
+        db.end_sessions_of(user.id)  # a new password: every browser signed in with the old one is signed out
     db.audit("cli", f"account-{role}", detail=email + (" (updated)" if existing else ""))
     app.success(f"{role} {email} {'updated' if existing else 'added'}")
 
@@ -118,8 +131,13 @@ def serve(app: Application, bind: str, port: int, public_url: str | None, config
     try:
         server = make_server(bind, port, web, threaded=True)
     except OSError as exc:
-        raise HubfleetError(f"cannot listen on {bind}:{port}: {exc.strerror}",
-                            hint="choose another --port, or stop what uses it") from None
+        web.extensions["hubfleet_portal"].shutdown(wait=False)
+        raise HubfleetError(f"cannot listen on {bind}:{port}: {exc.strerror or exc}",
+                            hint="choose another --port or --bind, or stop what uses it") from None
+    except (ValueError, UnicodeError):
+        web.extensions["hubfleet_portal"].shutdown(wait=False)
+        raise InvalidInput([FieldProblem("--bind", f"{bind!r} is not an address — e.g. 127.0.0.1")],
+                           source="command line") from None
     app.success(f"portal at {settings.public_url} (listening on {bind}:{port}, pid {os.getpid()}); Ctrl-C stops it")
     try:
         server.serve_forever()

@@ -3,12 +3,13 @@ from __future__ import annotations
 import click
 
 from hubfleet.app import Application
+from hubfleet.cli.params import COURSE
 from hubfleet.cli.progress import printer
 from hubfleet.lifecycle import scale_course
 
 
 @click.command("scale")
-@click.argument("name")
+@click.argument("name", type=COURSE)
 @click.option("--hosts", "count", type=click.IntRange(1, 64), required=True, help="How many hosts the course should have.")
 @click.pass_obj
 def command(app: Application, name: str, count: int) -> None:

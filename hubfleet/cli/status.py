@@ -3,11 +3,12 @@ from __future__ import annotations
 import click
 
 from hubfleet.app import Application
+from hubfleet.cli.params import COURSE
 from hubfleet.lifecycle import course_status
 
 
 @click.command("status")
-@click.argument("name")
+@click.argument("name", type=COURSE)
 @click.option("--no-probe", is_flag=True, help="Only ask the hub API; do not start a probe server.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON on stdout.")
 @click.pass_obj

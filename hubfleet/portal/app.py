@@ -5,7 +5,6 @@ Tests hand in a fake `create`; `hubfleet portal serve` hands in the real `create
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import secrets
 from pathlib import Path
@@ -13,9 +12,10 @@ from pathlib import Path
 from flask import Flask, render_template
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import BaseConverter
 
 from hubfleet.lifecycle import create_course, destroy_course
-from hubfleet.portal import operator, views
+from hubfleet.portal import operator, sessions, views
 from hubfleet.portal.auth import Authenticator, LdapBind, Throttle, ldap3_bind
 from hubfleet.portal.config import PortalConfig
 from hubfleet.portal.csrf import check_csrf, csrf_token
@@ -36,6 +36,22 @@ STATE_LABELS = {
 CSP = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 
 
+class IdConverter(BaseConverter):
+    """A record's number in a URL: ASCII digits only, and not a novel.
+
+    The view checks the range before any query (werkzeug's own int converter takes Unicode digits,
+    and the database answered an id over 2**63 with an error of its own: a 500).
+    """
+
+    regex = r"[0-9]{1,64}"
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value) -> str:
+        return str(int(value))
+
+
 def ensure_secret_key(state_dir: Path) -> bytes:
     """The key that signs session cookies: made once, kept private in the state dir."""
     path = Path(state_dir) / "portal" / "secret-key"
@@ -51,13 +67,14 @@ def create_app(store: StateStore, config: PortalConfig | None = None, *, create:
                recover: bool = True) -> Flask:
     config = config or PortalConfig()
     app = Flask(__name__)
+    app.url_map.converters["id"] = IdConverter
     app.config.update(
         SECRET_KEY=ensure_secret_key(store.dir),
         SESSION_COOKIE_NAME="hubfleet_portal",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=config.secure_cookies,
-        PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=12),
+        PERMANENT_SESSION_LIFETIME=sessions.LIFETIME,
         MAX_CONTENT_LENGTH=256 * 1024,  # a request form is a few kB
         TEMPLATES_AUTO_RELOAD=False,
     )
@@ -71,7 +88,7 @@ def create_app(store: StateStore, config: PortalConfig | None = None, *, create:
     worker = Worker(store, db, notifier, create=create, destroy=destroy, workers=config.workers)
     app.extensions["hubfleet_portal"] = Portal(
         config=config, store=store, db=db, worker=worker, notifier=notifier,
-        auth=Authenticator(db, config.ldap, config.ldap_mail_domain, ldap_bind),
+        auth=Authenticator(db, config.ldap, config.ldap_mail_domain, ldap_bind, config.ldap_ca_certificate),
         throttle=Throttle(db, config.login_limits),
     )
 

@@ -13,7 +13,8 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from hubfleet.descriptor import (
-    AcmeTls, Course, Ldap, Strict, check_hostname, check_url, parse_quantity, problems_from, read_yaml,
+    DISK_RANGE, MEMORY_RANGE, AcmeTls, Course, Ldap, Strict, check_hostname, check_size, check_url, problems_from,
+    read_yaml,
 )
 from hubfleet.errors import FieldProblem, InvalidInput
 
@@ -26,18 +27,17 @@ class ImageChoice(Strict):
     image: str = Field(description="Image reference, e.g. hubfleet/notebook:latest.")
     label: str = Field(description="What teachers see in the list.", min_length=1, max_length=120)
     memory_per_user: str = Field("512Mi", description="Memory limit of one student's server.")
-    cpu_per_user: float = Field(0.5, description="CPU cores of one student's server.", gt=0, le=64)
+    cpu_per_user: float = Field(0.5, description="CPU cores of one student's server (0.01 to 64).", ge=0.01, le=64)
 
     @field_validator("image")
     @classmethod
     def _image(cls, v: str) -> str:
         return Course._image(v)  # the same rule as a descriptor's image
 
-    @field_validator("memory_per_user")
+    @field_validator("memory_per_user", mode="before")
     @classmethod
     def _memory(cls, v: str) -> str:
-        parse_quantity(v)
-        return v
+        return check_size(v, *MEMORY_RANGE)
 
 
 class SmtpSettings(Strict):
@@ -62,15 +62,15 @@ class CourseDefaults(Strict):
     disk_per_user: str = Field("1Gi", description="Disk kept per student.")
     idle_timeout: int = Field(3600, ge=300, le=7 * 86400, description="Seconds before an idle server stops.")
 
-    @field_validator("disk_per_user")
+    @field_validator("disk_per_user", mode="before")
     @classmethod
     def _disk(cls, v: str) -> str:
-        parse_quantity(v)
-        return v
+        return check_size(v, *DISK_RANGE)
 
 
 class LoginLimits(Strict):
-    per_account: int = Field(5, ge=1, le=1000, description="Failed sign-ins for one account before a pause.")
+    per_account: int = Field(5, ge=1, le=1000, description="Failed sign-ins for one account from one address "
+                             "before that address is paused for that account (never for everyone).")
     per_ip: int = Field(20, ge=1, le=10000, description="Failed sign-ins from one address before a pause.")
     window_seconds: int = Field(900, ge=10, le=86400, description="How long failures are remembered.")
 
@@ -92,6 +92,9 @@ class PortalConfig(Strict):
         "provider's ACME server (the embedded one on docker, Let's Encrypt on openstack). Hubs are always HTTPS.")
     smtp: SmtpSettings | None = Field(None, description="Where notification emails go out (none: not sent).")
     ldap: Ldap | None = Field(None, description="Sign teachers in with the directory (direct bind templates).")
+    ldap_ca_certificate: Path | None = Field(
+        None, description="PEM file of the CA that signed the directory's certificate; the system's CAs when "
+        "omitted. The directory's certificate is always verified (name and chain).")
     ldap_mail_domain: str | None = Field(None, description="Directory users' email is <username>@<this>.")
     login_limits: LoginLimits = Field(default_factory=LoginLimits)
     workers: int = Field(2, ge=1, le=16, description="Courses created or destroyed at the same time.")
@@ -114,6 +117,24 @@ class PortalConfig(Strict):
     def _domain(cls, v: str) -> str:
         return check_hostname(v)
 
+    @field_validator("ldap_mail_domain")
+    @classmethod
+    def _mail_domain(cls, v: str | None) -> str | None:
+        return None if v is None else check_hostname(v)
+
+    @field_validator("ldap_ca_certificate")
+    @classmethod
+    def _ca(cls, v: Path | None) -> Path | None:
+        if v is None:
+            return None
+        try:
+            text = v.read_text(encoding="utf-8", errors="replace")[:1_000_000]
+        except OSError as exc:
+            raise ValueError(f"cannot read {v}: {exc.strerror or exc} — give the directory's CA certificate (PEM)")
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            raise ValueError(f"{v} holds no PEM certificate — give the CA certificate, -----BEGIN CERTIFICATE-----")
+        return v
+
     @field_validator("ldap", mode="before")
     @classmethod
     def _ldap_kind(cls, v: Any) -> Any:
@@ -126,6 +147,8 @@ class PortalConfig(Strict):
                              "e.g. uid={username},ou=people,dc=example,dc=edu")
         if self.ldap and not self.ldap_mail_domain:
             raise ValueError("ldap is set but ldap_mail_domain is not — give the domain of directory users' email")
+        if self.ldap_ca_certificate and not self.ldap:
+            raise ValueError("ldap_ca_certificate is set but ldap is not — remove it or configure ldap")
         return self
 
     @property

@@ -16,6 +16,7 @@ from hubfleet.authenticators import KINDS
 from hubfleet.authenticators.form import put as _put
 from hubfleet.descriptor import Course, parse_course
 from hubfleet.errors import FieldProblem, InvalidInput
+from hubfleet.inputs import show, text_problem, whole_number
 from hubfleet.portal.config import PortalConfig
 from hubfleet.portal.models import ImageRow
 from hubfleet.sizing import Plan, load_catalogue, plan_course
@@ -31,6 +32,7 @@ TEXT_FIELDS = (
     "admin_users", *(name for kind in KINDS.values() for name in kind.form_fields()),
 )
 CHECKBOXES = ("ldap_starttls",)
+MULTILINE = ("notes", "admin_users", "lti13_deployment_ids", "ldap_bind_dn_template", "ldap_allowed_groups")
 MAX_FIELD = 4000  # longer than any honest value; keeps the database and pages small
 MAX_NOTES = 2000
 
@@ -47,7 +49,9 @@ class FormResult:
         return not self.errors and self.course is not None
 
     def add(self, name: str, message: str) -> None:
-        self.errors.setdefault(name, []).append(message)
+        messages = self.errors.setdefault(name, [])
+        if message not in messages:  # the form's own check and the model may say the same thing
+            messages.append(message)
 
 
 def read_form(form: Mapping[str, str]) -> dict[str, str]:
@@ -89,19 +93,21 @@ def descriptor_data(values: dict[str, str], config: PortalConfig, image: ImageRo
     load: dict = {"disk_per_user": config.course_defaults.disk_per_user}
     if image is not None:
         load.update(memory_per_user=image.memory_per_user, cpu_per_user=image.cpu_per_user)
-    _put(load, "students", values["students"])
-    students = int(values["students"]) if values["students"].isdigit() else None
+    # Only ASCII digits become numbers ('²'.isdigit() is true, int('²') is not); the model judges the rest.
+    students = whole_number(values["students"])
+    _put(load, "students", students if students is not None else values["students"])
     at_once_text = values["at_once"]
+    at_once = whole_number(at_once_text)
     if not at_once_text:
         result.add("at_once", "missing — give how many students work at the same time at the busiest hour")
-    elif not at_once_text.isdigit() or int(at_once_text) < 1:
-        result.add("at_once", f"{at_once_text!r} is not a whole number of students — write e.g. 15")
+    elif at_once is None or at_once < 1:
+        result.add("at_once", f"{show(at_once_text)} is not a whole number of students — write e.g. 15")
     elif students:
-        if int(at_once_text) > students:
-            result.add("at_once", f"{at_once_text} is more than the {students} students expected — "
+        if at_once > students:
+            result.add("at_once", f"{at_once} is more than the {students} students expected — "
                                   f"write at most {students}")
         else:
-            load["concurrent"] = share_at_once(int(at_once_text), students)
+            load["concurrent"] = share_at_once(at_once, students)
     data["load"] = load
 
     dates: dict = {}
@@ -159,6 +165,12 @@ def validate_request(form: Mapping[str, str], config: PortalConfig, images: list
     for key, value in values.items():
         if len(value) > MAX_FIELD:
             result.add(key, f"is {len(value)} characters long — keep it under {MAX_FIELD}")
+        # Text areas keep their lines; nothing keeps a NUL, an escape or a line separator (no database
+        # stores a NUL, no config file survives the others).
+        problem = text_problem(value.replace("\r\n", "\n").replace("\n", " ").replace("\t", " ")
+                               if key in MULTILINE else value)
+        if problem:
+            result.add(key, problem)
     if len(values["notes"]) > MAX_NOTES:
         result.add("notes", f"is {len(values['notes'])} characters long — keep it under {MAX_NOTES}")
     image = next((i for i in images if i.image == values["image"]), None)

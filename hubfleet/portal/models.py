@@ -104,6 +104,17 @@ class LoginFailure(PortalBase):
     at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), index=True)
 
 
+class SessionRow(PortalBase):
+    """A signed-in browser. The cookie holds a random token; the table holds its hash, so signing out
+    (deleting the row) makes a copied cookie worthless, and a leaked table signs nobody in."""
+
+    __tablename__ = "portal_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("portal_users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), index=True)
+
+
 class ImageRow(PortalBase):
     __tablename__ = "portal_images"
 
@@ -241,6 +252,33 @@ class PortalStore:
     def forget_failures_before(self, before: dt.datetime) -> None:
         with self.tx() as s:
             s.execute(delete(LoginFailure).where(LoginFailure.at < before))
+
+    # --- sessions --------------------------------------------------------------------------
+
+    def add_session(self, token_hash: str, user_id: int) -> None:
+        with self.tx() as s:
+            s.add(SessionRow(token_hash=token_hash, user_id=user_id, created_at=utcnow()))
+
+    def session_user(self, token_hash: str, since: dt.datetime) -> User | None:
+        """The user of a live session (made after `since`), or None."""
+        with self.tx() as s:
+            row = s.get(SessionRow, token_hash)
+            if row is None or row.created_at < since:
+                return None
+            return s.get(User, row.user_id)
+
+    def end_session(self, token_hash: str) -> None:
+        with self.tx() as s:
+            s.execute(delete(SessionRow).where(SessionRow.token_hash == token_hash))
+
+    def end_sessions_of(self, user_id: int) -> int:
+        """Sign a user out everywhere (their password changed)."""
+        with self.tx() as s:
+            return s.execute(delete(SessionRow).where(SessionRow.user_id == user_id)).rowcount
+
+    def forget_sessions_before(self, before: dt.datetime) -> None:
+        with self.tx() as s:
+            s.execute(delete(SessionRow).where(SessionRow.created_at < before))
 
     # --- images ----------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from pydantic import ValidationError
 
 from hubfleet.descriptor import problems_from
+from hubfleet.inputs import text_problem
 from hubfleet.portal.config import ImageChoice
 from hubfleet.portal.models import (
     APPROVED, ARCHIVING, FAILED, READY, REJECTED, REQUESTED, CourseRequest,
@@ -45,7 +46,7 @@ def _clash(row: CourseRequest) -> str | None:
     return None
 
 
-@bp.post("/requests/<int:request_id>/approve")
+@bp.post("/requests/<id:request_id>/approve")
 @operator_only
 def approve(request_id: int):
     p, user = portal(), current_user()
@@ -66,16 +67,19 @@ def approve(request_id: int):
     return redirect(url_for("portal.show_request", request_id=row.id))
 
 
-@bp.post("/requests/<int:request_id>/reject")
+@bp.post("/requests/<id:request_id>/reject")
 @operator_only
 def reject(request_id: int):
     p, user = portal(), current_user()
     row = visible_request(request_id)
     reason = request.form.get("reason", "").strip()
-    if not reason or len(reason) > MAX_REASON:
+    problem = text_problem(reason.replace("\r\n", "\n").replace("\n", " ").replace("\t", " "))
+    if not reason or len(reason) > MAX_REASON or problem:
         why = ("give a reason — the teacher reads it" if not reason
-               else f"is {len(reason)} characters long — keep it under {MAX_REASON}")
-        return _dashboard({row.id: why}, {row.id: reason[:MAX_REASON]}, status=400)
+               else f"is {len(reason)} characters long — keep it under {MAX_REASON}" if len(reason) > MAX_REASON
+               else problem)
+        shown = "" if problem else reason[:MAX_REASON]
+        return _dashboard({row.id: why}, {row.id: shown}, status=400)
     updated = p.db.update_request(row.id, expect=(REQUESTED,), state=REJECTED, reason=reason, decided_by=user.login)
     if updated is None:
         flash(f"Request #{row.id} is {row.state}, no longer waiting: nothing was changed.", "error")
@@ -86,7 +90,7 @@ def reject(request_id: int):
     return redirect(url_for("operator.dashboard"))
 
 
-@bp.post("/requests/<int:request_id>/retry")
+@bp.post("/requests/<id:request_id>/retry")
 @operator_only
 def retry(request_id: int):
     p, user = portal(), current_user()
@@ -100,7 +104,7 @@ def retry(request_id: int):
     return redirect(url_for("portal.show_request", request_id=row.id))
 
 
-@bp.post("/requests/<int:request_id>/destroy")
+@bp.post("/requests/<id:request_id>/destroy")
 @operator_only
 def destroy(request_id: int):
     p, user = portal(), current_user()
@@ -126,7 +130,9 @@ def images():
     if request.method == "POST":
         if request.form.get("remove"):
             ref = request.form["remove"]
-            if p.db.remove_image(ref):
+            if len(ref) > 255 or text_problem(ref):
+                flash("No such image in the list: nothing was removed.", "error")
+            elif p.db.remove_image(ref):
                 p.db.audit(user.login, "image-remove", detail=ref)
                 flash(f"Removed {ref} from the list (courses already using it keep it).")
             return redirect(url_for("operator.images"))

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, send_file, session, url_for
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, send_file, url_for
 
+from hubfleet.inputs import text_problem, whole_number
+from hubfleet.portal import sessions
 from hubfleet.portal.csrf import rotate_csrf_token
 from hubfleet.portal.forms import AUTH_CHOICES, LTI11_USERNAME_KEYS, LTI13_USERNAME_KEYS, read_form, validate_request
 from hubfleet.portal.lms import login_details
@@ -37,29 +39,33 @@ def index():
     return redirect(url_for("operator.dashboard") if is_operator() else url_for("portal.my_requests"))
 
 
+MAX_PASSWORD = 1024  # longer than any passphrase; hashing more is work for an attacker's benefit
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     error, login_name = None, ""
     if request.method == "POST":
         p = portal()
         login_name = request.form.get("login", "").strip().lower()[:254]
+        if text_problem(login_name):
+            login_name = ""  # no account has a control character in its name; none reaches the database
         password = request.form.get("password", "")
         address = request.remote_addr or "unknown"
         blocked = p.throttle.blocked(login_name, address)
         if blocked:
             retry_after = {"Retry-After": str(p.config.login_limits.window_seconds)}
             return render_template("login.html", error=blocked, login=login_name), 429, retry_after
-        user = p.auth.authenticate(login_name, password) if login_name and password else None
+        usable = login_name and password and len(password) <= MAX_PASSWORD
+        user = p.auth.authenticate(login_name, password) if usable else None
         if user is None:
             p.throttle.failed(login_name, address)
             error = "Wrong email/username or password." if login_name and password else \
                 "Give your email (or university username) and your password."
             return render_template("login.html", error=error, login=login_name), 401
-        p.throttle.succeeded(login_name)
+        p.throttle.succeeded(login_name, address)
         target = _safe_next(request.args.get("next"))
-        session.clear()  # a new session at sign-in: nothing from before it is trusted
-        session.permanent = True
-        session["uid"] = user.id
+        sessions.start(p.db, user)  # a new session at sign-in: nothing from before it is trusted
         rotate_csrf_token()
         p.db.audit(user.login, "sign-in", detail=f"from {address}")
         return redirect(target)
@@ -68,7 +74,7 @@ def login():
 
 @bp.post("/logout")
 def logout():
-    session.clear()
+    sessions.end(portal().db)
     return redirect(url_for("portal.login"))
 
 
@@ -128,7 +134,7 @@ def _events(row: CourseRequest) -> list[dict]:
             if row.events_until is None or i <= row.events_until]
 
 
-@bp.get("/requests/<int:request_id>")
+@bp.get("/requests/<id:request_id>")
 @signed_in
 def show_request(request_id: int):
     p = portal()
@@ -144,13 +150,12 @@ def show_request(request_id: int):
                            requested=REQUESTED)
 
 
-@bp.get("/requests/<int:request_id>/events")
+@bp.get("/requests/<id:request_id>/events")
 @signed_in
 def request_events(request_id: int):
     """For the optional script on the request's page: new events since `after`, and the state."""
     row = visible_request(request_id)
-    after = request.args.get("after", "0")
-    after_id = int(after) if after.isdigit() else 0
+    after_id = whole_number(request.args.get("after", "0"), largest=2**63 - 1) or 0
     return jsonify(state=row.state, events=[e for e in _events(row) if e["id"] > after_id])
 
 
@@ -163,7 +168,7 @@ def _archive_file(row: CourseRequest) -> Path | None:
     return path if path.resolve().parent == p.store.archive_dir().resolve() else None
 
 
-@bp.get("/requests/<int:request_id>/archive")
+@bp.get("/requests/<id:request_id>/archive")
 @signed_in
 def download_archive(request_id: int):
     row = visible_request(request_id)

@@ -6,11 +6,12 @@ import functools
 from dataclasses import dataclass
 from typing import Callable
 
-from flask import abort, current_app, g, redirect, request, session, url_for
+from flask import abort, current_app, g, redirect, request, url_for
 
 from hubfleet.portal.auth import Authenticator, Throttle
 from hubfleet.portal.config import PortalConfig
 from hubfleet.portal.mail import Notifier
+from hubfleet.portal import sessions
 from hubfleet.portal.models import OPERATOR, CourseRequest, PortalStore, User
 from hubfleet.portal.worker import Worker
 from hubfleet.state import StateStore
@@ -35,10 +36,12 @@ def portal() -> Portal:
     return current_app.extensions["hubfleet_portal"]
 
 
+MAX_ID = 2**31 - 1  # ids are 32-bit integer columns (PostgreSQL's INTEGER)
+
+
 def current_user() -> User | None:
     if "user" not in g:
-        uid = session.get("uid")
-        g.user = portal().db.user(uid) if isinstance(uid, int) else None
+        g.user = sessions.user_of(portal().db)
     return g.user
 
 
@@ -72,6 +75,8 @@ def operator_only(view: Callable) -> Callable:
 
 def visible_request(request_id: int) -> CourseRequest:
     """The request if the user may see it; 404 otherwise, so others' requests cannot even be probed."""
+    if not 0 < request_id <= MAX_ID:
+        abort(404, description=f"No request #{request_id} among yours: request numbers go from 1 to {MAX_ID}.")
     row = portal().db.request(request_id)
     user = current_user()
     if row is None or user is None or (row.teacher_id != user.id and user.role != OPERATOR):

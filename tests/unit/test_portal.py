@@ -399,7 +399,7 @@ def test_directory_users_sign_in_with_ldap_and_become_teachers(tmp_path):
                            "ldap_mail_domain": "example.edu"})
     binds = []
 
-    def fake_bind(settings, username, password):
+    def fake_bind(settings, username, password, ca_file):
         binds.append((settings.server_uri, username))
         return password == "directory-password"
 
@@ -567,3 +567,107 @@ def test_cli_refuses_bad_settings_naming_the_field(tmp_path):
                                       "--config", str(settings)])
     assert result.exit_code == 2
     assert "provider: 'azure' is not a provider" in result.output and "smtp.sender: missing" in result.output
+
+
+# --- sessions, lockout, odd numbers -------------------------------------------------------------
+
+
+def test_a_copied_cookie_is_worthless_after_sign_out(app):
+    teacher = Client(app, TEACHER)
+    assert teacher.get("/requests").status_code == 200
+    copied = teacher.http.get_cookie("hubfleet_portal").value  # what a shoulder-surfer or a proxy log keeps
+    thief = app.test_client()
+    thief.set_cookie("hubfleet_portal", copied)
+    assert thief.get("/requests").status_code == 200  # the copy works while the session lives...
+    teacher.get("/requests")
+    teacher.post("/logout")
+    assert teacher.get("/requests").status_code == 302
+    response = thief.get("/requests")  # ...and not after sign-out: the server forgot the session
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+    assert thief.get("/requests/new").status_code == 302
+
+
+def test_a_new_password_signs_the_account_out_everywhere(app, tmp_path):
+    from hubfleet.cli import cli
+
+    teacher = Client(app, TEACHER)
+    assert teacher.get("/requests").status_code == 200
+    password = tmp_path / "pw"
+    password.write_text("a-brand-new-passphrase\n")
+    state = portal_of(app).store.dir
+    result = CliRunner().invoke(cli, ["--state-dir", str(state), "portal", "add-teacher", TEACHER,
+                                      "--password-file", str(password)])
+    assert result.exit_code == 0, result.output
+    assert teacher.get("/requests").status_code == 302
+
+
+def test_wrong_passwords_from_elsewhere_never_lock_the_teacher_out(app):
+    attacker = Client(app, address="203.0.113.9")
+    codes = [attacker.sign_in(TEACHER, f"guess-{i}").status_code for i in range(7)]
+    assert codes[:5] == [401] * 5 and set(codes[5:]) == {429}
+    assert attacker.sign_in(TEACHER, PASSWORD).status_code == 429  # paused for this account, from there
+    assert "from your network address" in attacker.sign_in(TEACHER, PASSWORD).text
+    teacher = Client(app, address="198.51.100.20")  # the teacher, from the school's network
+    assert teacher.sign_in(TEACHER, PASSWORD).status_code == 302
+    assert teacher.get("/requests").status_code == 200
+
+
+def test_an_ipv6_attacker_cannot_escape_the_pause_by_changing_address_within_their_network(tmp_path):
+    config = parse_config({"login_limits": {"per_account": 3}})
+    app = make_app(tmp_path / "state", config=config)
+    try:
+        codes = [Client(app, address=f"2001:db8:1:2::{i:x}").sign_in(TEACHER, "guess-guess").status_code
+                 for i in range(1, 6)]
+        assert codes == [401, 401, 401, 429, 429]
+        assert Client(app, TEACHER, address="2001:db8:9:9::1").get("/requests").status_code == 200
+    finally:
+        portal_of(app).shutdown()
+
+
+@pytest.mark.parametrize("path", ["/requests/9223372036854775808", "/requests/99999999999999999999999999",
+                                  "/requests/2147483648/events", "/requests/0", "/requests/%C2%B2",
+                                  "/requests/%D9%A3", "/requests/-1", "/requests/1e3/archive"])
+def test_a_request_number_out_of_range_or_not_ascii_is_404_not_500(app, teacher, operator, path):
+    response = teacher.get(path)
+    assert response.status_code == 404, response.status_code
+    operator.get("/operator/")
+    assert operator.post("/operator" + path.split("/events")[0].split("/archive")[0] + "/approve").status_code == 404
+
+
+def test_a_huge_request_number_names_the_range(app, teacher):
+    response = teacher.get("/requests/9223372036854775808")
+    assert "request numbers go from 1 to 2147483647" in response.text
+
+
+@pytest.mark.parametrize("after", ["²", "٣", "9" * 5000, "-1", "1.5", ""])
+def test_odd_event_cursors_are_read_as_the_start(app, teacher, after):
+    request_id = submitted(app, teacher)
+    response = teacher.get(f"/requests/{request_id}/events", query_string={"after": after})
+    assert response.status_code == 200 and response.json["state"] == "requested"
+
+
+@pytest.mark.parametrize("students, words", [("²", "is not a number"), ("٣٠", "is not a number"),
+                                             ("9" * 5000, "keep it under 4000"), ("9" * 30, "out of range"),
+                                             ("999999999", "out of range")])
+def test_odd_numbers_in_the_form_are_refused_beside_their_field(app, teacher, students, words):
+    response = teacher.submit(valid_form(students=students))
+    assert response.status_code == 400
+    assert words in field_block(response.text, "students")
+    response = teacher.submit(valid_form(at_once=students))
+    assert response.status_code == 400
+    assert "is not a whole number of students" in field_block(response.text, "at_once") or \
+        "keep it under" in field_block(response.text, "at_once") or "more than the 5" in field_block(response.text, "at_once")
+
+
+def test_control_characters_are_refused_beside_their_field_and_never_stored(app, teacher):
+    response = teacher.submit(valid_form(title="Python\x00 101", notes="line one\nline two\x1b[31m"))
+    assert response.status_code == 400
+    assert "U+0000" in field_block(response.text, "title") and "U+001B" in field_block(response.text, "notes")
+    assert portal_of(app).db.requests() == []
+    ok = teacher.submit(valid_form(notes="line one\r\nline two\tindented"))  # a text area keeps its lines
+    assert ok.status_code == 302
+
+
+def test_a_nul_in_the_sign_in_name_is_a_wrong_sign_in(app):
+    client = Client(app)
+    assert client.sign_in("ada@example.edu\x00", PASSWORD).status_code == 401
