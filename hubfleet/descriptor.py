@@ -507,7 +507,7 @@ class Course(Strict):
         if not isinstance(data, dict):
             return data
         tls = data.get("tls", {})
-        if isinstance(tls, dict) and "acme_server" not in tls and "certificate" not in tls and "key" not in tls:
+        if isinstance(tls, dict) and tls.get("acme_server") is None and "certificate" not in tls and "key" not in tls:
             from hubfleet.providers import default_acme_server
 
             server = default_acme_server(data.get("provider", "docker"))
@@ -562,7 +562,7 @@ def _describe(err: dict, model_fields: dict | None = None) -> str:
     if kind == "extra_forbidden":
         return "unknown field — remove it or check its spelling (see `hubfleet validate --schema`)"
     if kind == "union_tag_invalid":
-        return f"unknown authenticator {err['ctx'].get('tag')!r} — use one of: {', '.join(AUTH_KINDS)}"
+        return f"unknown authenticator {show(err['ctx'].get('tag'))} — use one of: {', '.join(AUTH_KINDS)}"
     if kind == "union_tag_not_found":
         return f"missing `kind` — use one of: {', '.join(AUTH_KINDS)}"
     if kind == "literal_error":
@@ -598,6 +598,7 @@ def problems_from(exc: ValidationError) -> list[FieldProblem]:
     for err in exc.errors(include_url=False):
         path = _field_path(err["loc"])
         msg = _describe(err)
+        msg = msg if len(msg) <= 600 else msg[:599] + "…"  # whatever was typed, the message stays readable
         if (path, msg) not in seen:
             seen.add((path, msg))
             out.append(FieldProblem(path, msg))

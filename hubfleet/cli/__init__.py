@@ -9,6 +9,7 @@ import click
 
 from hubfleet import __version__
 from hubfleet.app import Application, debug_enabled
+from hubfleet.cli.params import FilePath
 from hubfleet.errors import HubfleetError
 
 
@@ -32,7 +33,7 @@ class HubfleetGroup(click.Group):
 
 
 @click.group(cls=HubfleetGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), envvar="HUBFLEET_STATE_DIR",
+@click.option("--state-dir", type=FilePath(file_okay=False, path_type=Path), envvar="HUBFLEET_STATE_DIR",
               show_envvar=True, help="Where hubfleet keeps its state, secrets and archives "
               "(default: ~/.local/share/hubfleet).")
 @click.option("--database-url", envvar="HUBFLEET_DATABASE_URL", show_envvar=True, metavar="URL",

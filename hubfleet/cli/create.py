@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from hubfleet.app import Application
+from hubfleet.cli.params import FilePath
 from hubfleet.authenticators import kind_of
 from hubfleet.cli.progress import printer
 from hubfleet.descriptor import load_course
@@ -12,9 +13,9 @@ from hubfleet.lifecycle import create_course
 
 
 @click.command("create")
-@click.argument("descriptor", type=click.Path(path_type=Path))
+@click.argument("descriptor", type=FilePath(path_type=Path))
 @click.option("--no-probe", is_flag=True, help="Skip the end-to-end probe (start a server, run code) at the end.")
-@click.option("--flavors", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+@click.option("--flavors", type=FilePath(dir_okay=False, exists=True, path_type=Path),
               help="Plan against this flavor catalogue YAML instead of the backend's.")
 @click.option("--hosts", type=click.IntRange(1, 64), help="Use this many hosts (at least what the plan needs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the resulting instance as JSON on stdout.")

@@ -21,3 +21,12 @@ class CourseName(click.ParamType):
 
 
 COURSE = CourseName()
+
+
+class FilePath(click.Path):
+    """click's Path, refusing a NUL byte as a usage error (click itself raises ValueError from os.stat)."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and "\x00" in value:
+            self.fail(f"{show(value)} is not a file name (it holds a NUL byte)", param, ctx)
+        return super().convert(value, param, ctx)

@@ -7,6 +7,7 @@ from rich.table import Table
 
 from hubfleet import tls
 from hubfleet.app import Application
+from hubfleet.cli.params import FilePath
 from hubfleet.descriptor import format_bytes, load_course
 from hubfleet.errors import HubfleetError
 from hubfleet.lifecycle import plan_for, provider_for
@@ -14,8 +15,8 @@ from hubfleet.sizing import Plan
 
 
 @click.command("plan")
-@click.argument("descriptor", type=click.Path(path_type=Path))
-@click.option("--flavors", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+@click.argument("descriptor", type=FilePath(path_type=Path))
+@click.option("--flavors", type=FilePath(dir_okay=False, exists=True, path_type=Path),
               help="A flavor catalogue YAML to plan against instead of the packaged one.")
 @click.option("--hosts", type=click.IntRange(1, 64), help="Force this many hosts (e.g. to plan a Swarm).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON on stdout.")

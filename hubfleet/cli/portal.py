@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from hubfleet.app import Application
+from hubfleet.cli.params import FilePath
 from hubfleet.errors import FieldProblem, HubfleetError, InvalidInput
 
 
@@ -98,7 +99,7 @@ def command() -> None:
 @click.option("--port", default=8088, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
 @click.option("--public-url", envvar="HUBFLEET_PORTAL_URL", show_envvar=True,
               help="URL people open (links in emails; https makes cookies Secure). Default: from the settings.")
-@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), envvar="HUBFLEET_PORTAL_CONFIG",
+@click.option("--config", "config", type=FilePath(dir_okay=False, path_type=Path), envvar="HUBFLEET_PORTAL_CONFIG",
               show_envvar=True, help="Portal settings (default: portal.yaml in the state dir, if there).")
 @click.pass_obj
 def serve(app: Application, bind: str, port: int, public_url: str | None, config: Path | None) -> None:
@@ -151,7 +152,7 @@ def serve(app: Application, bind: str, port: int, public_url: str | None, config
 
 @command.command("add-operator")
 @click.argument("email")
-@click.option("--password-file", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--password-file", type=FilePath(dir_okay=False, path_type=Path),
               help="Read the password from this file instead of asking.")
 @click.pass_obj
 def add_operator(app: Application, email: str, password_file: Path | None) -> None:
@@ -167,7 +168,7 @@ def add_operator(app: Application, email: str, password_file: Path | None) -> No
 
 @command.command("add-teacher")
 @click.argument("email")
-@click.option("--password-file", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--password-file", type=FilePath(dir_okay=False, path_type=Path),
               help="Read the password from this file instead of asking.")
 @click.pass_obj
 def add_teacher(app: Application, email: str, password_file: Path | None) -> None:
@@ -181,7 +182,7 @@ def add_teacher(app: Application, email: str, password_file: Path | None) -> Non
 
 
 @command.command("check-config")
-@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), envvar="HUBFLEET_PORTAL_CONFIG",
+@click.option("--config", "config", type=FilePath(dir_okay=False, path_type=Path), envvar="HUBFLEET_PORTAL_CONFIG",
               show_envvar=True, help="Portal settings (default: portal.yaml in the state dir, if there).")
 @click.pass_obj
 def check_config(app: Application, config: Path | None) -> None:

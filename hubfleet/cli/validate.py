@@ -6,11 +6,12 @@ import click
 
 from hubfleet import tls
 from hubfleet.app import Application
+from hubfleet.cli.params import FilePath
 from hubfleet.descriptor import json_schema, load_course
 
 
 @click.command("validate")
-@click.argument("descriptor", type=click.Path(path_type=Path), required=False)
+@click.argument("descriptor", type=FilePath(path_type=Path), required=False)
 @click.option("--schema", is_flag=True, help="Print the descriptor's JSON Schema (every field described) and exit.")
 @click.pass_obj
 def command(app: Application, descriptor: Path | None, schema: bool) -> None:
