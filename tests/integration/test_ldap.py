@@ -21,6 +21,7 @@ from tests.support.courses import (
     ensure_course_network,
     free_port,
     hub_log,
+    reaching,
     service_client,
     write_descriptor,
 )
@@ -53,7 +54,8 @@ def directory(tmp_path_factory):
     try:
         course = create_course(env, write_descriptor(work, name, authenticator), name)
         ca.trust_on_host(course.host)
-        yield course, slapd
+        with reaching(course):  # every hub is HTTPS: its *.localhost name and the embedded ACME root
+            yield course, slapd
     finally:
         destroy_course(env, name)
         slapd.stop()

@@ -25,6 +25,7 @@ from tests.support.courses import (
     free_port,
     hub_log,
     hubfleet,
+    reaching,
     service_client,
     write_descriptor,
 )
@@ -55,7 +56,8 @@ def lms(tmp_path_factory):
         ca.trust_on_host(course.host)
         course.extra.update(hubfleet_json(env, "lti-config", name))
         platform.redirect_uris = [course.extra["redirection_uris"]]
-        yield course, platform, str(ca.path)
+        with reaching(course):  # every hub is HTTPS: its *.localhost name and the embedded ACME root
+            yield course, platform, str(ca.path)
     finally:
         destroy_course(env, name)
         platform.stop()

@@ -17,11 +17,13 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 from werkzeug.serving import make_server
 
+from hubfleet import acme_local, tls
 from hubfleet.lifecycle import create_course, destroy_course
 from hubfleet.portal import create_app
 from hubfleet.portal.config import parse_config
@@ -181,7 +183,8 @@ def test_teacher_request_to_hub_url_in_chromium_with_fake_create_and_no_javascri
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_teacher_request_to_a_real_hub_in_chromium(browser, tmp_path_factory):
-    """The real create_course on the Docker provider: the hub the page links to answers its API."""
+    """The real create_course on the Docker provider: the hub the page links to answers its API over HTTPS,
+    with a certificate from the embedded ACME server (the portal's settings name no TLS: the default)."""
     from playwright.sync_api import expect
 
     name = f"pt-{secrets.token_hex(3)}"
@@ -202,9 +205,21 @@ def test_teacher_request_to_a_real_hub_in_chromium(browser, tmp_path_factory):
                 expect(url).to_be_visible(timeout=40 * 60_000)
                 shot(tpage, "real-6-ready")
                 hub = url.inner_text()
-                version = requests.get(f"{hub}/hub/api/", timeout=30).json()["version"]
-                assert version.count(".") >= 2, version
                 assert portal_of(app).db.request(request_id).state == "ready"
+                # HTTPS by default through the portal too: a certificate from the embedded ACME server.
+                domain = f"{name}.hub.localhost"
+                assert hub.startswith(f"https://{domain}:"), hub
+                root = str(acme_local.acme_dir(state_dir) / "root.pem")
+                with tls.resolving_to_loopback(domain):
+                    # verify= per request: REQUESTS_CA_BUNDLE would override a session's own CA.
+                    version = requests.get(f"{hub}/hub/api/", timeout=30, verify=root).json()["version"]
+                    assert version.count(".") >= 2, version
+                    issuer = served_issuer(domain, int(urlsplit(hub).port), root)
+                    assert "Pebble" in issuer, issuer
+                hub_host = next(h for h in store.get(name).hosts if h["role"] == "hub")
+                plain = requests.get(f"http://127.0.0.1:{hub_host['http_port']}/hub/login", timeout=30,
+                                     headers={"Host": domain}, allow_redirects=False)
+                assert plain.status_code == 301 and plain.headers["Location"].startswith(f"https://{domain}:")
             finally:
                 teacher.close()
                 operator.close()
@@ -212,4 +227,17 @@ def test_teacher_request_to_a_real_hub_in_chromium(browser, tmp_path_factory):
         instance = store.find(name)
         if instance is not None and instance.status != "archived":
             destroy_course(store, name, archive=False)
+        acme_local.stop_local_acme(state_dir)
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def served_issuer(domain: str, port: int, root: str) -> str:
+    """The issuer of the certificate 127.0.0.1:port serves for `domain`, verified against `root` (chain and name)."""
+    import ssl
+
+    from cryptography import x509
+
+    context = ssl.create_default_context(cafile=root)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=domain) as conn:
+            return x509.load_der_x509_certificate(conn.getpeercert(binary_form=True)).issuer.rfc4514_string()

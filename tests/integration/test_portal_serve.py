@@ -1,4 +1,5 @@
-"""`hubfleet portal serve` as a real process on 127.0.0.1: it answers, signs in, and stops on Ctrl-C."""
+"""`hubfleet portal serve` as a real process on 127.0.0.1: it answers, signs in, signs out for real (a copied
+cookie is worthless after sign-out), and stops on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -46,6 +47,15 @@ def test_serve_answers_on_loopback_and_stops_on_ctrl_c(tmp_path):
                                                         "password": "operator-password-9"})
         assert signed_in.url == f"{base}/operator/" and "Waiting for approval" in signed_in.text
         assert requests.post(f"{base}/login", data={"login": "x"}).status_code == 403  # no CSRF token
+
+        # A copied session cookie (a shared computer, a proxy's log) works only until sign-out.
+        copied = requests.Session()
+        copied.cookies.set("hubfleet_portal", session.cookies["hubfleet_portal"], domain="127.0.0.1")
+        assert copied.get(f"{base}/operator/", allow_redirects=False).status_code == 200
+        token = re.search(r'name="csrf_token" value="([^"]+)"', signed_in.text).group(1)
+        assert session.post(f"{base}/logout", data={"csrf_token": token}).url == f"{base}/login"
+        after = copied.get(f"{base}/operator/", allow_redirects=False)
+        assert after.status_code == 302 and after.headers["Location"].startswith("/login")
     finally:
         server.send_signal(signal.SIGINT)
         out, err = server.communicate(timeout=30)

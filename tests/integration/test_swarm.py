@@ -18,6 +18,7 @@ import pytest
 import requests
 import yaml
 
+from hubfleet import acme_local, tls
 from hubfleet.jupyter import cookie_for, execute, login_with_password, start_own_server, stop_own_server
 from tests.conftest import EXAMPLES, future
 from tests.integration.cli_helpers import HUBFLEET, hubfleet, labelled
@@ -47,15 +48,24 @@ def course(env, tmp_path_factory):
     data.update(name=COURSE, domain=f"{COURSE}.hub.localhost", dates={"start": future(0), "end": future(7)})
     data["load"] = {"students": 2, "concurrent": 0.5, "memory_per_user": "1Gi", "cpu_per_user": 0.5,
                     "disk_per_user": "1Gi"}
-    data.pop("tls", None)
+    data.pop("tls", None)  # the default: HTTPS from the embedded ACME server
     path = folder / f"{COURSE}.yaml"
     path.write_text(yaml.safe_dump(data))
-    hubfleet(env, "create", str(path), "--flavors", str(flavors), "--no-probe")
-    creds = json.loads(hubfleet(env, "credentials", COURSE, "--json").stdout)
-    state = {"path": path, "password": creds["shared-password"], "files": {}}
-    yield state
-    if labelled(COURSE):
-        hubfleet(env, "destroy", COURSE, "--yes", "--no-archive", check=False)
+    state_dir = Path(env["HUBFLEET_STATE_DIR"])
+    try:
+        hubfleet(env, "create", str(path), "--flavors", str(flavors), "--no-probe")
+        creds = json.loads(hubfleet(env, "credentials", COURSE, "--json").stdout)
+        state = {"path": path, "password": creds["shared-password"], "files": {}}
+        root = acme_local.acme_dir(state_dir) / "root.pem"
+        # As a student's browser: *.localhost is this machine, the embedded root is trusted (requests, websockets).
+        with tls.resolving_to_loopback(f"{COURSE}.hub.localhost"), tls.trusting(root), \
+                pytest.MonkeyPatch.context() as patch:
+            patch.setenv("WEBSOCKET_CLIENT_CA_BUNDLE", str(root))
+            yield state
+    finally:
+        if labelled(COURSE):
+            hubfleet(env, "destroy", COURSE, "--yes", "--no-archive", check=False)
+        acme_local.stop_local_acme(state_dir)
 
 
 def status(env) -> dict:

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
 
+import pytest
 import requests
 import yaml
 
-from hubfleet import tls
+from hubfleet import acme_local, tls
 from hubfleet.descriptor import parse_course
 from hubfleet.jupyter import HubClient
 from hubfleet.providers.docker import LABEL_COURSE, LABEL_MANAGED, DockerProvider
@@ -65,13 +66,16 @@ class TestCourse:
 
 @contextmanager
 def reaching(course: TestCourse) -> Iterator[None]:
-    """Inside, this process reaches an HTTPS course by its *.localhost name, as Chromium does."""
+    """Inside, this process reaches the (HTTPS) course by its *.localhost name, as Chromium does, trusting
+    the embedded ACME server's root as a student who imported it: requests and kernel websockets."""
     host = urlsplit(course.url).hostname or ""
     with ExitStack() as stack:
         if course.url.startswith("https://") and host.endswith(".localhost"):
             stack.enter_context(tls.resolving_to_loopback(host))
         if isinstance(course.verify, str):  # REQUESTS_CA_BUNDLE would override a session's own CA
             stack.enter_context(tls.trusting(Path(course.verify)))
+            patch = stack.enter_context(pytest.MonkeyPatch.context())
+            patch.setenv("WEBSOCKET_CLIENT_CA_BUNDLE", course.verify)
         yield
 
 
@@ -128,7 +132,9 @@ def create_course(env: dict, descriptor: Path, name: str) -> TestCourse:
 
 
 def destroy_course(env: dict, name: str) -> None:
+    """Remove the course, then the embedded ACME server its HTTPS came from (one per test state dir)."""
     hubfleet(env, "destroy", name, "--yes", "--no-archive", check=False)
+    acme_local.stop_local_acme(Path(env["HUBFLEET_STATE_DIR"]))
 
 
 def service_client(course: TestCourse) -> HubClient:
