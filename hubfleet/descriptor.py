@@ -641,6 +641,18 @@ def parse_course(data: Any, *, source: str = "descriptor", today: dt.date | None
     return course
 
 
+def parse_recorded(descriptor: dict, *, source: str = "recorded descriptor") -> Course:
+    """A course as the state store (or a portal request) recorded it; its dates are history, not input.
+
+    Records made before every hub was HTTPS hold `tls: null`: they get the default now, and the next
+    `create` serves them over HTTPS.
+    """
+    data = dict(descriptor) if isinstance(descriptor, dict) else descriptor
+    if isinstance(data, dict) and "tls" in data and data["tls"] is None:
+        del data["tls"]
+    return parse_course(data, source=source, today=dt.date.min)
+
+
 def load_course(path: Path | str, *, today: dt.date | None = None) -> Course:
     return parse_course(read_yaml(path), source=str(path), today=today)
 

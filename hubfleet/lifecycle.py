@@ -16,7 +16,7 @@ from typing import Callable
 from hubfleet import ansible, tls
 from hubfleet.authenticators import ADMIN_USER, kind_of
 from hubfleet.archive import ArchiveSummary, join_parts
-from hubfleet.descriptor import Course, parse_course
+from hubfleet.descriptor import Course, parse_recorded
 from hubfleet.errors import ArchiveError, HubfleetError, ProvisionError
 from hubfleet.health import PROBE_USER, Health, check
 from hubfleet.providers import Host, Provider, get_provider
@@ -205,7 +205,7 @@ def scale_course(store: StateStore, name: str, count: int, *, progress: Progress
     instance = store.get(name)
     if instance.status == "archived":
         raise HubfleetError(f"course {name!r} is archived", hint="create it again with `hubfleet create`")
-    course = parse_course(instance.descriptor, source="recorded descriptor", today=dt.date.min)
+    course = parse_recorded(instance.descriptor, source="recorded descriptor")
     flavors = Path(instance.outputs["flavors"]) if instance.outputs.get("flavors") else None
     plan_for(store, course, flavors=flavors, hosts=count)  # refuses a count the load does not fit, first
     if count < len(instance.hosts):
@@ -320,7 +320,7 @@ def course_status(store: StateStore, name: str, *, probe: bool = True) -> Status
     hub_alive = any(h.role == "hub" and h.ssh_port for h in live_hosts)
     if hub_alive:
         # A restarted host may answer on new ports: the URL follows the hosts, not the record.
-        course = parse_course(instance.descriptor, source="recorded descriptor", today=dt.date.min)
+        course = parse_recorded(instance.descriptor, source="recorded descriptor")
         fresh = tls.public_url(course, live_hosts)
         if fresh != url:
             instance = store.update(name, outputs={**instance.outputs, "url": fresh})

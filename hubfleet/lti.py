@@ -6,10 +6,9 @@ it. It holds the LTI 1.1 consumer secret, so it goes only where secrets may go.
 
 from __future__ import annotations
 
-import datetime as dt
 
 from hubfleet.authenticators import kind_of
-from hubfleet.descriptor import parse_course
+from hubfleet.descriptor import parse_recorded
 from hubfleet.errors import HubfleetError
 from hubfleet.state import StateStore
 
@@ -20,7 +19,7 @@ def lti_config(store: StateStore, name: str) -> dict[str, str]:
     Raises HubfleetError when the course does not log in by LTI or has no URL yet.
     """
     instance = store.get(name)
-    course = parse_course(instance.descriptor, source="recorded descriptor", today=dt.date.min)
+    course = parse_recorded(instance.descriptor, source="recorded descriptor")
     settings = kind_of(course).lms_settings(store, instance, course)
     if settings is None:
         raise HubfleetError(f"course {name!r} logs in with {course.authenticator.kind}, not LTI",

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 
 from hubfleet.authenticators import kind_of
-from hubfleet.descriptor import parse_course
+from hubfleet.descriptor import parse_recorded
 from hubfleet.errors import HubfleetError
 from hubfleet.state import Instance, StateStore
 
@@ -15,7 +14,7 @@ log = logging.getLogger("hubfleet.portal")
 
 def login_details(store: StateStore, instance: Instance) -> dict:
     """What the request's page shows: the LMS settings (or None), the login hint, secrets the teacher may see."""
-    course = parse_course(instance.descriptor, source="recorded descriptor", today=dt.date.min)
+    course = parse_recorded(instance.descriptor, source="recorded descriptor")
     kind = kind_of(course)
     try:
         lms = kind.lms_settings(store, instance, course)

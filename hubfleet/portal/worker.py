@@ -6,12 +6,11 @@ the state store's event log, which the request's page reads.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
-from hubfleet.descriptor import parse_course
+from hubfleet.descriptor import parse_recorded
 from hubfleet.errors import HubfleetError
 from hubfleet.lifecycle import archive_path
 from hubfleet.portal.mail import Notifier
@@ -82,7 +81,7 @@ class Worker:
             return  # someone else changed it meanwhile
         try:
             # Dates were checked when the request was made; a late approval must not fail on them.
-            course = parse_course(request.descriptor, source=f"request {request_id}", today=dt.date.min)
+            course = parse_recorded(request.descriptor, source=f"request {request_id}")
             self.create(self.store, course, progress=None)
         except Exception as exc:
             self._fail(request, after_id, exc)

@@ -120,3 +120,35 @@ def test_cli_never_shows_a_traceback_for_a_bad_descriptor(run, descriptor, works
     assert "Traceback" not in result.output
     if result.exit_code == 2:
         assert f"- {field}" in result.output, result.output
+
+
+@pytest.mark.parametrize("example, server", [("workshop", "local"), ("mooc-queues", "letsencrypt")])
+def test_plan_says_where_the_certificate_comes_from(run, tmp_path, example, server):
+    data = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text())
+    data.pop("tls")  # the provider's default
+    path = tmp_path / "course.yaml"
+    path.write_text(yaml.safe_dump(data))
+    https = json.loads(run("plan", str(path), "--json").output)["https"]
+    assert https["url"] == f"https://{data['domain']}"
+    assert https["acme_directory"] == {"local": "local",
+                                       "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory"}[server]
+    text = run("plan", str(path)).output
+    assert f"https: https://{data['domain']}, certificate from" in text and "needs:" in text
+
+
+def test_validate_names_the_certificate_and_refuses_plain_http(run, descriptor, workshop_data):
+    workshop_data.pop("tls")
+    result = run("validate", descriptor(workshop_data))
+    assert result.exit_code == 0 and "served at https://workshop.hub.localhost with a certificate from the " \
+                                      "embedded ACME server" in result.output
+    workshop_data["tls"] = None
+    result = run("validate", descriptor(workshop_data))
+    assert result.exit_code == 2 and "- tls: HTTPS cannot be turned off" in result.output
+
+
+def test_a_course_recorded_before_https_was_the_default_reads_as_https(workshop_data):
+    from hubfleet.descriptor import parse_recorded
+
+    recorded = {**workshop_data, "tls": None, "dates": {"start": "2020-01-01", "end": "2020-02-01"}}
+    course = parse_recorded(recorded)
+    assert course.tls.acme_server == "local"
