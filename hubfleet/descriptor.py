@@ -426,6 +426,8 @@ class AcmeTls(Strict):
     def _server(cls, v: str | None) -> str | None:
         if v is None or v in ("letsencrypt", "letsencrypt-staging", "local"):
             return v
+        if any(char in v for char in "#,;"):  # certbot's renewal file would read them as a comment or a list
+            raise ValueError(f"{show(v)} is not an ACME directory URL — it has no fragment, comma or semicolon")
         return check_url(v, field="directory")
 
     @field_validator("email")

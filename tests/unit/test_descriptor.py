@@ -162,3 +162,17 @@ def test_lti_identifiers_are_restricted(workshop_data):
     found = problems(workshop_data)
     assert "not a valid client id" in found["authenticator.client_id"]
     assert "not a valid deployment id" in found["authenticator.deployment_ids"]
+
+
+@pytest.mark.parametrize("url", ["https://acme.example.edu/dir#x", "https://acme.example.edu/a,b",
+                                 "https://acme.example.edu/dir\n", "https://acme.example.edu/d'ir"])
+def test_an_acme_directory_is_a_plain_url(workshop_data, url):
+    workshop_data["tls"] = {"acme_server": url}
+    assert "tls" in problems(workshop_data)
+
+
+@pytest.mark.parametrize("origin", ['https://lms.example.edu";', "https://lms.example.edu/path", "https://a b.edu",
+                                    "javascript:alert(1)", "https://user@lms.example.edu"])
+def test_an_lms_origin_is_an_origin_and_nothing_more(workshop_data, origin):
+    workshop_data["authenticator"] = {"kind": "lti11", "secret": "generate", "lms_origin": origin}
+    assert "authenticator.lms_origin" in problems(workshop_data)
