@@ -168,7 +168,7 @@ def test_lti_identifiers_are_restricted(workshop_data):
                                  "https://acme.example.edu/dir\n", "https://acme.example.edu/d'ir"])
 def test_an_acme_directory_is_a_plain_url(workshop_data, url):
     workshop_data["tls"] = {"acme_server": url}
-    assert "tls" in problems(workshop_data)
+    assert "tls.acme_server" in problems(workshop_data)
 
 
 @pytest.mark.parametrize("origin", ['https://lms.example.edu";', "https://lms.example.edu/path", "https://a b.edu",
