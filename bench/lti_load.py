@@ -31,7 +31,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import course_env, destroy, hubfleet, percentile, report  # noqa: E402
+from bench.common import course_env, destroy, hubfleet, on_this_machine, percentile, reach, report  # noqa: E402
 from hubfleet.jupyter import HubClient, cookie_for, execute  # noqa: E402
 from hubfleet.state import StateStore  # noqa: E402
 from tests.support.lti11_consumer import launch_fields, sign  # noqa: E402
@@ -123,8 +123,9 @@ def main() -> int:
     try:
         cfg = json.loads(hubfleet(env, "lti-config", name, "--json").stdout)
         base = cfg["launch_url"].rsplit("/hub/", 1)[0]
-        if not base.startswith(("http://127.0.0.1", "https://127.0.0.1")):
+        if not on_this_machine(base):
             raise SystemExit(f"{name} is not on this machine ({base}): the bench talks to 127.0.0.1 only")
+        reach(env, base)
         store = StateStore(Path(env["HUBFLEET_STATE_DIR"])) if env.get("HUBFLEET_STATE_DIR") else StateStore()
         client = HubClient(base, store.get_secret(name, "hub-api-token"))
         students = [Student(f"load-{i:03d}") for i in range(args.students)]
