@@ -550,7 +550,7 @@ def _field_path(loc: tuple) -> str:
             continue
         else:
             name = str(item)
-            if len(name) > 64 or text_problem(name):  # a key the user wrote may be anything
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]{0,63}", name):  # a key the user wrote may be anything
                 name = show(name, 40)
             parts.append(("." if parts else "") + name)
     return "".join(parts)
