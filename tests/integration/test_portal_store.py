@@ -103,7 +103,7 @@ def test_the_tables_live_on_the_state_stores_engine(tmp_path, database_url):
     PortalStore(store.engine)
     tables = set(sqlalchemy.inspect(store.engine).get_table_names())
     assert {"instances", "events", "portal_users", "portal_requests", "portal_audit", "portal_login_failures",
-            "portal_images"} <= tables
+            "portal_sessions", "portal_images"} <= tables
     assert store.engine.dialect.name == ("sqlite" if database_url is None else "postgresql")
 
 
@@ -150,6 +150,7 @@ def test_sign_in_failures_are_counted_in_the_database(db):
         throttle.failed("ada", "127.0.0.1")
     assert "this account" in throttle.blocked("ada", "127.0.0.1")
     assert throttle.blocked("bob", "127.0.0.1") is None
+    assert throttle.blocked("ada", "192.0.2.1") is None, "from elsewhere the account is not paused"
 
 
 def test_a_request_from_form_to_ready_hub(tmp_path, database_url):
@@ -167,5 +168,12 @@ def test_a_request_from_form_to_ready_hub(tmp_path, database_url):
         assert "hosts: 1 x d.small on docker" in page and "ready at http://127.0.0.1:9/python-101" in page
         assert [a.action for a in db.audit_log()][:2] == ["approve", "request"]
         assert Client(app).sign_in(TEACHER, "wrong" + PASSWORD).status_code == 401
+        # Sessions live in this database: sign-out ends the session for every copy of its cookie.
+        copied = app.test_client()
+        copied.set_cookie("hubfleet_portal", teacher.http.get_cookie("hubfleet_portal").value)
+        assert copied.get("/requests").status_code == 200
+        teacher.get("/requests")
+        teacher.post("/logout")
+        assert copied.get("/requests").status_code == 302
     finally:
         portal_of(app).shutdown()
