@@ -48,6 +48,8 @@ def write_inventory(directory: Path, hosts: list[Host], variables: dict, ssh_key
             "ansible_port": host.ssh_port,
             "ansible_user": host.ssh_user,
             "hubfleet_private_address": host.private_address or host.address,
+            # roles/engine finds the data volume by the cloud's id and mounts it before Docker starts.
+            **({"engine_data_volume_id": host.data_volume_id} if host.data_volume_id else {}),
             # A backend may need its own SSH options per host (e.g. a jump host for private workers).
             **({"ansible_ssh_common_args": host.extra["ansible_ssh_common_args"]}
                if host.extra.get("ansible_ssh_common_args") else {}),
