@@ -82,6 +82,14 @@ class Provider(ABC):
         raise HubfleetError(f"the {self.name} provider cannot remove single hosts yet",
                             hint="keep the hosts, or archive and recreate the course with fewer")
 
+    def bake(self, ssh_public_key: str, configure: Callable[["Host"], None]) -> str:
+        """Make a baked host image: start a stock host that takes this key, `configure(host)` it (the
+        bake playbook runs there), save it as an image, remove the host; returns the image's name."""
+        from hubfleet.errors import HubfleetError
+
+        raise HubfleetError(f"the {self.name} provider cannot bake host images yet",
+                            hint="its hosts start from the stock image; the roles install everything")
+
     @abstractmethod
     def leftovers(self) -> list[str]:
         """Anything still labelled/tagged with the course (should be empty after destroy)."""

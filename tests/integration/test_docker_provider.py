@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hubfleet.images import ensure_notebook_image
+from hubfleet.providers.docker.images import ensure_notebook_image
 from hubfleet.providers.base import Host, HostSpec
 from hubfleet.providers.docker import HOST_CPU_SHARES, DockerProvider
 from tests.integration.conftest import docker, ssh_run, unique_course_name

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hubfleet import images
+from hubfleet.providers.docker import images
 from hubfleet.errors import ProvisionError
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]  # a first build takes minutes

@@ -129,7 +129,7 @@ def stop_local_acme(state_dir: Path) -> None:
     directory = acme_dir(state_dir)
     for name in ("pebble", "challtestsrv"):
         _stop(directory, name)
-    from hubfleet.images import run_docker
+    from hubfleet.providers.docker.images import run_docker
 
     network = network_name(state_dir)
     if run_docker(["network", "inspect", network], check=False).returncode == 0:
@@ -218,7 +218,7 @@ def _ensure_ports(directory: Path, gateway: str) -> dict[str, int]:
 
 def _ensure_network(state_dir: Path) -> str:
     """The gateway address of this state dir's ACME network, creating the network when missing."""
-    from hubfleet.images import run_docker
+    from hubfleet.providers.docker.images import run_docker
 
     name = network_name(state_dir)
     found = run_docker(["network", "inspect", name, "--format", "{{json .IPAM.Config}}"], check=False)
