@@ -15,6 +15,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections import deque
@@ -418,3 +419,21 @@ def remove_stale_images(progress: Progress) -> list[str]:
             removed.append(ref)
             progress(f"removed the stale image {ref}")
     return removed
+
+
+def main(argv: list[str]) -> int:
+    """`python -m hubfleet.providers.docker.images notebook|stock|base`: build one image now (scripts/images.sh)."""
+    builders = {"base": ensure_base_image, "stock": ensure_stock_image, "notebook": ensure_notebook_image}
+    if len(argv) != 1 or argv[0] not in builders:
+        print(f"usage: python -m hubfleet.providers.docker.images {'|'.join(builders)}", file=sys.stderr)
+        return 2
+    try:
+        print(builders[argv[0]](lambda message: print(f"  {message}", file=sys.stderr)))
+    except ProvisionError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 5
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
