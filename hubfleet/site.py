@@ -212,9 +212,9 @@ class DockerSite(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     host_image: Literal["auto", "baked", "stock"] = Field(
-        "auto", description="What hosts boot: baked (the roles' install steps done ahead, `hubfleet bake`; baked "
-        "now when missing), stock (a bare Debian 12, the roles install everything) or auto (baked when it is "
-        "current, else stock).")
+        "auto", description="What hosts boot: baked (the roles' install steps done ahead by `hubfleet bake`; "
+        "refused when the roles changed since), stock (a bare Debian 12, the roles install everything) or auto "
+        "(baked when it is current, else stock).")
 
 
 class SiteWide(BaseModel):

@@ -103,7 +103,7 @@ class Provider(ABC):
         return None
 
     def catalogue(self):
-        """The flavors this backend really offers (a sizing.Catalogue), or None for the packaged one."""
+        """The flavors this backend really offers (a flavors.Catalogue), or None for the packaged one."""
         return None
 
     def check(self, specs: list[HostSpec]) -> list[str]:

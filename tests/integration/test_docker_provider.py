@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hubfleet.baking import bake_image
 from hubfleet.environ import environ
 from hubfleet.providers.base import Host, HostSpec
 from hubfleet.providers.docker import HOST_CPU_SHARES, DockerProvider
@@ -46,8 +47,10 @@ def recorder() -> Recorder:
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory: pytest.TempPathFactory, recorder: Recorder):
     course = unique_course_name("itdock")
-    site = tmp_path_factory.mktemp("site") / "site.yaml"
-    site.write_text("docker: {host_image: baked}\n")  # baked now if the roles changed since the last bake
+    state = tmp_path_factory.mktemp("state")
+    site = state / "site.yaml"
+    site.write_text("docker: {host_image: baked}\n")
+    bake_image("docker", state, recorder)  # seconds when current; minutes after the roles changed
     with environ(HUBFLEET_SITE_CONFIG=str(site)):
         provider = DockerProvider(course, tmp_path_factory.mktemp(course), recorder)
         yield provider

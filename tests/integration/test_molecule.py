@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hubfleet.baking import bake_image
+
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
 ALL_ON = os.environ.get("HUBFLEET_MOLECULE_HOSTS")
@@ -32,6 +34,8 @@ def test_role_converges_idempotently_and_verifies(scenario, hosts, tmp_path):
         pytest.skip("no Docker engine")
     site = tmp_path / "site.yaml"
     site.write_text(yaml.safe_dump({"docker": {"host_image": hosts}}))
+    if hosts == "baked":  # seconds when the baked image is current
+        bake_image("docker", tmp_path, print)
     venv_bin = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "ANSIBLE_NOCOLOR": "1",
            "NO_COLOR": "1", "HUBFLEET_SITE_CONFIG": str(site)}

@@ -137,16 +137,15 @@ class DockerProvider(Provider):
         return sorted(found, key=lambda host: (host.role != HUB_ROLE, _worker_number(host.name)))
 
     def host_image(self) -> str:
-        """The image new hosts boot, as the site asks: baked (made now when missing), stock, or the baked one when current."""
+        """The image new hosts boot, as the site asks: the baked one, the stock one, or (auto) baked when current."""
         choice = self.settings.host_image
-        if choice == "baked":
-            from hubfleet.baking import bake_image
-
-            return bake_image(self.name, self.workdir.parent.parent, self.progress)
-        if choice == "auto":
+        if choice != "stock":
             found = baked_image(self.progress)
             if found:
                 return found
+            if choice == "baked":
+                raise ProvisionError("the site asks for baked hosts, but no host image is baked for the current roles",
+                                     hint="run `hubfleet bake docker` (a few minutes), then run the command again")
             self.progress("hosts start from the stock image (no current baked one: `hubfleet bake docker` makes it)")
         return ensure_stock_image(self.progress)
 
