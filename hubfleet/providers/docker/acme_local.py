@@ -16,9 +16,9 @@ and the same HTTP-01 validation as from Let's Encrypt, with no internet:
   pebble start; it is saved as `root.pem`, the file a browser or client must trust.
 
 Usage outside hubfleet (molecule, demos):
-  python -m hubfleet.acme_local ensure STATE_DIR          prints the server as JSON
-  python -m hubfleet.acme_local add-a STATE_DIR DOMAIN IP
-  python -m hubfleet.acme_local stop STATE_DIR
+  python -m hubfleet.providers.docker.acme_local ensure STATE_DIR          prints the server as JSON
+  python -m hubfleet.providers.docker.acme_local add-a STATE_DIR DOMAIN IP
+  python -m hubfleet.providers.docker.acme_local stop STATE_DIR
 """
 
 from __future__ import annotations
