@@ -6,9 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[hubfleet] %s\n' "$*" >&2; }
 
+build() { .venv/bin/python -c 'import sys; from hubfleet.providers.docker.images import main; sys.exit(main(sys.argv[1:]))' "$1" >/dev/null; }
+
 started=$(date +%s)
-.venv/bin/python -m hubfleet.providers.docker.images base >/dev/null
-.venv/bin/python -m hubfleet.providers.docker.images notebook >/dev/null &
+build base
+build notebook &
 notebook=$!
 .venv/bin/hubfleet bake docker >/dev/null &
 bake=$!

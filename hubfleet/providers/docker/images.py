@@ -422,10 +422,10 @@ def remove_stale_images(progress: Progress) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m hubfleet.providers.docker.images notebook|stock|base`: build one image now (scripts/images.sh)."""
+    """Build one image now: base, stock or notebook (scripts/images.sh)."""
     builders = {"base": ensure_base_image, "stock": ensure_stock_image, "notebook": ensure_notebook_image}
     if len(argv) != 1 or argv[0] not in builders:
-        print(f"usage: python -m hubfleet.providers.docker.images {'|'.join(builders)}", file=sys.stderr)
+        print(f"usage: main([{'|'.join(builders)}])", file=sys.stderr)
         return 2
     try:
         print(builders[argv[0]](lambda message: print(f"  {message}", file=sys.stderr)))
@@ -433,7 +433,3 @@ def main(argv: list[str]) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 5
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
