@@ -123,8 +123,7 @@ def stock_recipe() -> Recipe:
 
 # What the bake runs: its playbooks and the roles' install steps with what they read.
 BAKE_INPUTS = ("playbooks/bake.yml", "playbooks/forget.yml", "roles/*/tasks/install.yml", "roles/*/defaults/main.yml",
-               "roles/*/meta/argument_specs.yml", "roles/hub/files/hub-requirements.txt",
-               "roles/hub/files/chp-version.txt")
+               "roles/*/meta/argument_specs.yml", "roles/hub/files/hub-requirements.txt")
 
 
 def host_recipe() -> Recipe:
