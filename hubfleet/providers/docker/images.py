@@ -229,14 +229,15 @@ def _stream(
 
 
 @contextlib.contextmanager
-def _build_lock(repo: str, progress: Progress) -> Iterator[None]:
-    """One build per image at a time on this machine, across hubfleet processes."""
-    path = Path(tempfile.gettempdir()) / f"hubfleet-build-{repo.replace('/', '-')}.lock"
+def _build_lock(ref: str, progress: Progress) -> Iterator[None]:
+    """One build per image content at a time on this machine, across hubfleet processes (and source trees:
+    another tree's recipe has another tag and builds beside this one)."""
+    path = Path(tempfile.gettempdir()) / f"hubfleet-build-{ref.replace('/', '-').replace(':', '-')}.lock"
     with open(path, "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            progress(f"waiting for another hubfleet process that is building {repo}")
+            progress(f"waiting for another hubfleet process that is building {ref}")
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -249,7 +250,7 @@ def _ensure(recipe: Recipe, build: Callable[[Recipe, Progress], None], progress:
     ref = recipe.ref
     if _point_latest(recipe):
         return ref
-    with _build_lock(recipe.repo, progress):
+    with _build_lock(recipe.ref, progress):
         if not _point_latest(recipe):  # another process may have built it meanwhile
             started = time.monotonic()
             progress(f"building {ref} (first time for this content; takes minutes)")
