@@ -121,9 +121,11 @@ def stock_recipe() -> Recipe:
     return Recipe(STOCK_REPO, files_under(IMAGES_DIR / "stock"), {"parent": base_recipe().ref})
 
 
-# What the bake runs: its playbooks and the roles' install steps with what they read.
-BAKE_INPUTS = ("playbooks/bake.yml", "playbooks/forget.yml", "roles/*/tasks/install.yml", "roles/*/defaults/main.yml",
-               "roles/*/meta/argument_specs.yml", "roles/hub/files/hub-requirements.txt")
+# What the bake runs: its playbooks and the install steps (with what they read) of the roles it bakes.
+BAKED_ROLES = ("engine", "proxy", "tls", "hub")
+BAKE_INPUTS = ("playbooks/bake.yml", "playbooks/forget.yml", "roles/hub/files/hub-requirements.txt",
+               *(f"roles/{role}/{part}" for role in BAKED_ROLES
+                 for part in ("tasks/install.yml", "defaults/main.yml", "meta/argument_specs.yml")))
 
 
 def host_recipe() -> Recipe:
