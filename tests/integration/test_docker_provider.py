@@ -128,7 +128,7 @@ def test_host_boots_cleanly_with_its_own_identity(hub: Host, ssh_keypair: tuple[
 def test_hub_environment_is_baked(hub: Host, ssh_keypair: tuple[Path, str]) -> None:
     result = ssh_run(hub.ssh_port, ssh_keypair[0],
                      "/opt/jupyterhub/venv/bin/jupyterhub --version && configurable-http-proxy --version "
-                     "&& nginx -v 2>&1 && certbot --version && sudo -n docker info --format '{{.ServerVersion}}'")
+                     "&& /usr/sbin/nginx -v 2>&1 && certbot --version && sudo -n docker info --format '{{.ServerVersion}}'")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[0].startswith("6.") and result.stdout.split()[1].startswith("4.5.")
     # What Ansible's SSH sessions see: pip and requests trust the machine's CA bundle.
