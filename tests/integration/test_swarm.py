@@ -104,12 +104,21 @@ def test_a_stock_host_is_configured_from_nothing(env, course):
     assert "198.18.0.1/24" in bridge, "the engine takes the site's range, not 172.17.0.0/16"
 
 
+def hub_log(lines: int = 60) -> str:
+    """The end of JupyterHub's journal on the hub host, for a failure's message."""
+    return subprocess.run(["docker", "exec", f"{COURSE}-hub", "journalctl", "-u", "jupyterhub", "--no-pager", "-o",
+                           "cat", "-n", str(lines)], capture_output=True, text=True).stdout
+
+
 def test_one_host_course_grows_to_two_while_a_kernel_runs(env, course):
     first = status(env)
     assert [n["host"] for n in first["nodes"]] == [f"{COURSE}-hub"]
     url = first["url"]
     alice = login_with_password(url, "alice", course["password"])
-    start_own_server(alice, url, "alice")
+    try:
+        start_own_server(alice, url, "alice")
+    except Exception as exc:
+        raise AssertionError(f"{exc}\n--- the hub's log ---\n{hub_log()}") from None
     server = f"{url}/user/alice"
     kernel = alice.post(f"{server}/api/kernels", json={"name": "python3"},
                         headers={"X-XSRFToken": cookie_for(alice, "_xsrf", "/user/alice") or ""}).json()["id"]
