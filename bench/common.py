@@ -50,7 +50,8 @@ def on_this_machine(url: str) -> bool:
 def reach(env: dict, url: str) -> None:
     """From now on this process opens the course as a browser on this machine would: its *.localhost name
     is 127.0.0.1 and the embedded ACME server's root is trusted (requests and kernel websockets)."""
-    from hubfleet import acme_local, tls
+    from hubfleet import tls
+    from hubfleet.providers.docker import acme_local
 
     host = urlsplit(url).hostname or ""
     if host.endswith(".localhost"):
@@ -73,7 +74,7 @@ def course_facts(env: dict, name: str) -> tuple[str, str, dict]:
 
 def destroy(env: dict, name: str) -> None:
     """Remove the course without an archive, then the embedded ACME server of its own state dir."""
-    from hubfleet import acme_local
+    from hubfleet.providers.docker import acme_local
 
     subprocess.run([sys.executable, "-m", "hubfleet", "destroy", name, "--yes", "--no-archive"], env=env,
                    capture_output=True)

@@ -23,7 +23,8 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
-from hubfleet import acme_local, tls
+from hubfleet import tls
+from hubfleet.providers.docker import acme_local
 from hubfleet.lifecycle import create_course, destroy_course
 from hubfleet.portal import create_app
 from hubfleet.portal.config import parse_config

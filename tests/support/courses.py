@@ -26,7 +26,8 @@ import pytest
 import requests
 import yaml
 
-from hubfleet import acme_local, tls
+from hubfleet import tls
+from hubfleet.providers.docker import acme_local
 from hubfleet.descriptor import parse_course
 from hubfleet.jupyter import HubClient
 from hubfleet.providers.docker import LABEL_COURSE, LABEL_MANAGED, DockerProvider
