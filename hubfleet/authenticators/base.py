@@ -45,6 +45,16 @@ class AuthKind:
         """The kind's secrets as role variables, created once and kept across re-runs."""
         return {}
 
+    # --- grading (roles/grading) ------------------------------------------------------------
+
+    def grading_variables(self, course: "Course") -> dict:
+        """roles/grading's variables that depend on how people log in: where grades go (none here)."""
+        return {"grading_lms": "none"}
+
+    def grading_secrets(self, store: "StateStore", course: "Course") -> dict:
+        """Secrets the grades service needs to send scores to the LMS (none here)."""
+        return {}
+
     # --- people ----------------------------------------------------------------------------
 
     def login_hints(self, course: "Course") -> list[str]:

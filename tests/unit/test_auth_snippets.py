@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hubfleet.teaching import lms_role_table
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -73,9 +75,12 @@ def run_snippet(text: str, environ: dict[str, str]) -> Config:
     return config
 
 
+TEACHING = {"lti_lms_roles": lms_role_table(), "lti_default_group": "students", "lti_launch_book": "",
+            "lti_ca_bundle": "/etc/ssl/certs/ca-certificates.crt", "lti_operator_password": "operator-pw-\"odd\""}
 LTI11 = {"lti_version": "1.1", "lti_config_dir": "/etc/jupyterhub", "lti_consumer_key": "queues",
          "lti_consumer_secret": 'odd "secret" \\ with $HOME', "lti_username_key": "lis_person_sourcedid",
-         "lti_frame_ancestors": ["https://courses.edx.org"], "lti_secure_cookies": True, "lti_timestamp_window": 300}
+         "lti_frame_ancestors": ["https://courses.edx.org"], "lti_secure_cookies": True, "lti_timestamp_window": 300,
+         **TEACHING}
 
 
 def test_lti11_snippet_reads_the_secret_from_the_environment_and_frames_for_the_lms(tmp_path):
@@ -103,6 +108,18 @@ def test_lti11_snippet_reads_the_secret_from_the_environment_and_frames_for_the_
 def test_lti11_env_file_quotes_the_secret_for_systemd(tmp_path):
     text = render("lti", "auth.env.j2", LTI11, tmp_path)
     assert 'HUBFLEET_LTI_CONSUMER_SECRET="odd \\"secret\\" \\\\ with $HOME"' in text
+    assert 'HUBFLEET_OPERATOR_PASSWORD="operator-pw-\\"odd\\""' in text
+
+
+@pytest.mark.parametrize("book", ["", "/srv/jupyterhub/lms.sqlite"])
+def test_lti_snippet_lets_the_launch_roles_decide_the_groups(tmp_path, book):
+    text = render("lti", "auth.py.j2", {**LTI11, "lti_launch_book": book}, tmp_path)
+    assert "operator-pw" not in text, "the operator's password belongs in auth.env only"
+    c = run_snippet(text, {"HUBFLEET_LTI_CONSUMER_SECRET": "x"})
+    assert c.Authenticator.values["manage_groups"] is True, "groups follow the LMS at every launch (demotion too)"
+    teaching = c.TeachingMixin.values
+    assert teaching["lms_roles"] == lms_role_table() and [g for g, _ in teaching["lms_roles"]] == ["teachers", "students"]
+    assert teaching["default_group"] == "students" and teaching["launch_book"] == book
 
 
 def test_lti11_without_tls_keeps_default_cookies(tmp_path):
@@ -120,13 +137,14 @@ def test_lti13_snippet_names_the_platform_and_serves_the_tool_keyset(tmp_path):
                  "lti_client_ids": ["tool-7"], "lti_deployment_ids": ["1"], "lti_username_key": "sub",
                  "lti_authorize_url": "https://moodle.example.edu/mod/lti/auth.php",
                  "lti_jwks_url": "https://moodle.example.edu/mod/lti/certs.php",
-                 "lti_frame_ancestors": [], "lti_secure_cookies": False, "lti_timestamp_window": 300}
+                 "lti_frame_ancestors": [], "lti_secure_cookies": False, "lti_timestamp_window": 300, **TEACHING}
     c = run_snippet(render("lti", "auth.py.j2", variables, tmp_path), {})
     lti = c.HubfleetLTI13Authenticator.values
     assert c.JupyterHub.values["authenticator_class"] == "hubfleet_lti.HubfleetLTI13Authenticator"
     assert lti["issuer"] == "https://moodle.example.edu" and lti["client_id"] == {"tool-7"}
     assert lti["deployment_ids"] == {"1"} and lti["jwks_endpoint"].endswith("/certs.php")
     assert lti["tool_jwks"] == keyset
+    assert lti["ca_bundle"] == "/etc/ssl/certs/ca-certificates.crt", "the platform is trusted through the one store"
 
 
 LDAP = {"ldap_config_dir": "/etc/jupyterhub", "ldap_server_address": "ldap.example.edu", "ldap_server_port": 389,

@@ -60,6 +60,9 @@ from tornado.httputil import url_concat
 from tornado.web import HTTPError
 from traitlets import Dict, Int, Set, Unicode
 
+import hubfleet_lms as lms
+from hubfleet_teaching import TeachingMixin
+
 USERNAME_MAX_LENGTH = 64
 OAUTH_REQUIRED = ("oauth_consumer_key", "oauth_signature_method", "oauth_timestamp", "oauth_nonce",
                   "oauth_signature")
@@ -162,7 +165,7 @@ def signed_parameters(request) -> list[tuple[str, str]]:
         raise refuse(401, "not an LTI launch: the form is not valid URL-encoded text") from None
 
 
-class HubfleetLTI11Authenticator(LTI11Authenticator):
+class HubfleetLTI11Authenticator(TeachingMixin, LTI11Authenticator):
     """LTI 1.1 launches signed with HMAC-SHA1 by edX, Moodle and other consumers."""
 
     username_key = Unicode("user_id", config=True, help="Launch field that names the user.")
@@ -174,7 +177,8 @@ class HubfleetLTI11Authenticator(LTI11Authenticator):
     _nonces = ReplayGuard()
 
     def get_handlers(self, app):
-        return [("/lti/launch", HubfleetLTI11LaunchHandler), ("/lti11/config", LTI11ConfigHandler)]
+        return [("/lti/launch", HubfleetLTI11LaunchHandler), ("/lti11/config", LTI11ConfigHandler),
+                *self.teaching_handlers()]
 
     def normalize_username(self, username):
         return super().normalize_username(normalize_lms_username(username))
@@ -222,7 +226,9 @@ class HubfleetLTI11Authenticator(LTI11Authenticator):
                               "the LMS must send it (check the tool's privacy settings)")
         if not normalize_lms_username(username):
             raise refuse(403, f"{self.username_key} has no letter or digit to make a username from")
-        return {"name": username, "auth_state": {k: v for k, v in args.items() if not k.startswith("oauth_")}}
+        group = self.group_of(args.get("roles"))
+        return self.teaching_model(username, {k: v for k, v in args.items() if not k.startswith("oauth_")}, group,
+                                   lms.launch_from_lti11(username, args, group))
 
 
 # --- LTI 1.3 --------------------------------------------------------------------------------
@@ -333,7 +339,7 @@ class HubfleetLTI13KeysetHandler(BaseHandler):
         self.write(self.authenticator.tool_jwks)
 
 
-class HubfleetLTI13Authenticator(LTI13Authenticator):
+class HubfleetLTI13Authenticator(TeachingMixin, LTI13Authenticator):
     """LTI 1.3 launches: OIDC login initiation, then an RS256 id_token checked against the platform's JWKS."""
 
     login_handler = HubfleetLTI13LoginInitHandler
@@ -344,32 +350,35 @@ class HubfleetLTI13Authenticator(LTI13Authenticator):
     deployment_ids = Set(Unicode(), config=True, help="Accepted deployment ids; any when empty.")
     time_leeway = Int(30, config=True, help="Seconds of clock drift allowed on exp, iat and nbf.")
     jwks_cache_seconds = Int(300, config=True, help="How long the platform's keyset is cached.")
+    ca_bundle = Unicode("/etc/ssl/certs/ca-certificates.crt", config=True,
+                        help="The host's one trust store, which the platform's certificate must chain to.")
     tool_jwks = Dict(config=True, help="The tool's public keyset, served at /hub/lti13/jwks.")
 
     nonces = ReplayGuard()
-    _jwks_client: jwt.PyJWKClient | None = None
+    _platform_keys: lms.PlatformKeys | None = None
 
     def get_handlers(self, app):
-        return [*super().get_handlers(app), ("/lti13/jwks", HubfleetLTI13KeysetHandler)]
+        return [*super().get_handlers(app), ("/lti13/jwks", HubfleetLTI13KeysetHandler), *self.teaching_handlers()]
 
     def normalize_username(self, username):
         return super().normalize_username(normalize_lms_username(username))
 
     async def signing_key(self, token: str):
-        """The platform's key for this token, from its JWKS (fetched in a thread, cached)."""
-        if self._jwks_client is None:
-            self._jwks_client = jwt.PyJWKClient(self.jwks_endpoint, cache_keys=True, lifespan=self.jwks_cache_seconds,
-                                                timeout=10)
+        """The platform's key for this token, from its JWKS (fetched in a thread, cached; fetched again at
+        once for a key id it lacks, so a launch right after the platform rotates its key is accepted)."""
+        if self._platform_keys is None:
+            self._platform_keys = lms.PlatformKeys(self.jwks_endpoint, verify=self.ca_bundle,
+                                                   lifespan=self.jwks_cache_seconds)
         try:
-            found = await asyncio.to_thread(self._jwks_client.get_signing_key_from_jwt, token)
-        except jwt.PyJWKClientConnectionError:
-            self.log.error("cannot fetch the platform's keyset from %s", self.jwks_endpoint)
-            raise refuse(503, "the hub cannot reach the platform's keyset (JWKS) right now: try again") from None
-        except jwt.PyJWKClientError:
-            raise refuse(401, "id_token is signed with a key (kid) the platform's keyset does not have") from None
+            kid = jwt.get_unverified_header(token).get("kid")
+            return await asyncio.to_thread(self._platform_keys.signing_key, kid)
         except jwt.PyJWTError:
             raise refuse(401, "id_token header cannot be read") from None
-        return found.key
+        except lms.UnknownKey:
+            raise refuse(401, "id_token is signed with a key (kid) the platform's keyset does not have") from None
+        except lms.LmsError as exc:
+            self.log.error("cannot fetch the platform's keyset from %s: %s", self.jwks_endpoint, exc.message)
+            raise refuse(503, "the hub cannot reach the platform's keyset (JWKS) right now: try again") from None
 
     async def authenticate(self, handler, data=None):
         claims = data or {}
@@ -381,4 +390,5 @@ class HubfleetLTI13Authenticator(LTI13Authenticator):
             raise refuse(403, f"the id_token has no {self.username_key}, so the hub cannot tell who you are")
         if not normalize_lms_username(username):
             raise refuse(403, f"{self.username_key} has no letter or digit to make a username from")
-        return {"name": username, "auth_state": claims}
+        group = self.group_of(claims.get(lms.LTI_CLAIM + "roles"))
+        return self.teaching_model(username, claims, group, lms.launch_from_lti13(username, claims, group))
