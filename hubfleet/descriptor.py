@@ -176,6 +176,18 @@ class Lti13(Strict):
         "sub", description="id_token claim that becomes the username (sub, email, name...)."
     )
     lms_origin: str | None = Field(None, description="Origin allowed to frame the hub.")
+    token_url: str | None = Field(
+        None, description="Platform's OAuth 2 access token URL (Moodle: /mod/lti/token.php). The hub signs its "
+        "token requests with the tool's key there, to send grades (AGS) and read the roster (NRPS): "
+        "needed with `grading:`.",
+    )
+
+    def grading_problem(self) -> tuple[str, str] | None:
+        """Why this login cannot send grades to the LMS: (field, message), or None."""
+        if self.token_url is None:
+            return ("authenticator.token_url", "grading sends scores to the LMS and reads its roster with an access "
+                    "token — give the platform's token URL (Moodle: https://moodle.example.edu/mod/lti/token.php)")
+        return None
 
     @field_validator("client_id")
     @classmethod
@@ -187,10 +199,10 @@ class Lti13(Strict):
     def _deployments(cls, v: list[str]) -> list[str]:
         return [check_ident(d, "deployment id") for d in v]
 
-    @field_validator("issuer", "authorize_url", "jwks_url")
+    @field_validator("issuer", "authorize_url", "jwks_url", "token_url")
     @classmethod
-    def _urls(cls, v: str, info) -> str:
-        return check_url(v, field=info.field_name)
+    def _urls(cls, v: str | None, info) -> str | None:
+        return None if v is None else check_url(v, field=info.field_name)
 
     @field_validator("lms_origin")
     @classmethod
@@ -359,6 +371,27 @@ class Culling(Strict):
     max_age: int = Field(0, ge=0, description="Stop servers older than this many seconds (0 = never).")
 
 
+GRADING_TOOLS = ("nbgrader",)
+COURSE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class Grading(Strict):
+    """Assignments and grades: nbgrader's formgrader for teachers, an exchange across the course's hosts."""
+
+    tool: Literal["nbgrader"] = Field("nbgrader", description="The grading tool: nbgrader (the only one so far).")
+    course_id: str | None = Field(
+        None, description="nbgrader's course id (letters, digits, . _ -); the course's name when omitted.",
+    )
+
+    @field_validator("course_id")
+    @classmethod
+    def _course_id(cls, v: str | None) -> str | None:
+        if v is not None and not COURSE_ID_RE.match(v):
+            raise ValueError(f"{v!r} is not a course id — 1–64 letters, digits, dots, underscores and hyphens, "
+                             "starting with a letter or digit (e.g. stats-101)")
+        return v
+
+
 class Course(Strict):
     """One course, MOOC session or workshop: one JupyterHub."""
 
@@ -374,6 +407,35 @@ class Course(Strict):
     domain: str = Field(description="DNS name students open, e.g. queues.hub.example.edu.")
     tls: Union[AcmeTls, FileTls, None] = Field(None, description="HTTPS: ACME settings or own certificate files.")
     culling: Culling = Field(default_factory=Culling, description="Idle-server culling.")
+    grading: Grading | None = Field(
+        None, description="Assignments with nbgrader: teachers release, collect and grade in the formgrader, "
+        "students fetch and submit from their own server, grades go back to the LMS. "
+        "`grading: nbgrader` is short for `grading: {tool: nbgrader}`.",
+    )
+    ca_certificates: list[Path] = Field(
+        default_factory=list,
+        description="PEM files of certificate authorities every host of the course trusts besides the public "
+        "ones: an institution's own CA that signs its LMS, directory or grade service (the site file's "
+        "ca_certificates are added).",
+    )
+
+    @field_validator("grading", mode="before")
+    @classmethod
+    def _grading_shorthand(cls, v: Any) -> Any:
+        return {"tool": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _grading_login(self) -> "Course":
+        problem = getattr(self.authenticator, "grading_problem", None)
+        found = problem() if self.grading is not None and problem else None
+        if found:
+            raise ValueError(f"{found[0]}: {found[1]}")
+        return self
+
+    @property
+    def grading_course_id(self) -> str:
+        """nbgrader's course id: the descriptor's, else the course's name."""
+        return (self.grading.course_id if self.grading else None) or self.name
 
     @field_validator("name")
     @classmethod

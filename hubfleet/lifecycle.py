@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from hubfleet import ansible, tls
+from hubfleet import ansible, teaching, tls, trust
 from hubfleet.authenticators import ADMIN_USER, kind_of
 from hubfleet.archive import ArchiveSummary, join_parts
 from hubfleet.descriptor import Course, parse_course
@@ -106,6 +106,7 @@ def role_variables(course: Course, plan: Plan, hosts: list[Host], cores: float |
         "swarm_course": course.name,
         "proxy_domain": course.domain,
         **kind_of(course).role_variables(course),
+        **teaching.role_variables(course),
         **tls.role_variables(course, hosts),
     }
 
@@ -115,6 +116,7 @@ def ensure_secrets(store: StateStore, course: Course) -> dict:
     return {
         "hub_service_token": store.ensure_secret(course.name, "hub-api-token", nbytes=32),
         **kind_of(course).ensure_secrets(store, course),
+        **teaching.ensure_secrets(store, course),
     }
 
 
@@ -124,6 +126,7 @@ def create_course(store: StateStore, course: Course, *, progress: Progress | Non
     """Descriptor to working hub; safe to run again on a live or half-made course."""
     started = time.monotonic()
     tls.check_files(course)  # an institution's certificate is checked before any host is touched
+    trust_variables = trust.role_variables(course, trust.site_ca_certificates(store.dir))  # and its own CAs
     existing = store.find(course.name)
     live = existing and existing.status != "archived"
     # A re-run keeps what `create --hosts/--flavors` or `scale` chose, unless told otherwise.
@@ -140,7 +143,7 @@ def create_course(store: StateStore, course: Course, *, progress: Progress | Non
         store.update(course.name, status="provisioning", error=None)
         try:
             result = _create(store, course, plan, record, probe, verbosity,
-                             {"flavors": str(flavors) if flavors else None, "hosts_wanted": hosts})
+                             {"flavors": str(flavors) if flavors else None, "hosts_wanted": hosts}, trust_variables)
         except HubfleetError as exc:
             store.update(course.name, status="failed", error=str(exc))
             record("failed", str(exc))
@@ -151,7 +154,7 @@ def create_course(store: StateStore, course: Course, *, progress: Progress | Non
     return CreateResult(result[0], plan, result[1], time.monotonic() - started, result[2])
 
 
-def _create(store, course, plan, record, probe, verbosity, choices):
+def _create(store, course, plan, record, probe, verbosity, choices, trust_variables):
     workdir = store.instance_dir(course.name)
     provider = provider_for(store, course.name, course.provider, record)
     provider.domain = course.domain
@@ -174,7 +177,7 @@ def _create(store, course, plan, record, probe, verbosity, choices):
 
     store.update(course.name, status="configuring")
     variables = {**role_variables(course, plan, hosts, provider.cpu_cores(hosts)), **provider.inventory_vars(),
-                 **tls_variables}
+                 **tls_variables, **trust_variables}
     inventory = ansible.write_inventory(workdir, hosts, variables, key_path)
     run = ansible.run_playbook("site.yml", workdir=workdir, inventory=inventory, secrets=secrets,
                                progress=record, verbosity=verbosity)

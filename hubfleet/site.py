@@ -21,6 +21,7 @@ SITE_ENV = "HUBFLEET_SITE_CONFIG"
 SITE_FILE = "site.yaml"
 # Keys that would put a credential into this file: it belongs in clouds.yaml.
 CREDENTIAL_KEYS = {"password", "auth", "application_credential_secret", "token", "secret", "os_password"}
+SITE_WIDE_KEYS = {"ca_certificates"}  # settings for every course, read by their own modules (hubfleet/trust.py)
 
 
 class Site(BaseModel):
@@ -145,7 +146,8 @@ def parse_site(data: Any, *, source: str = SITE_FILE) -> Site:
         for key in data if str(key).lower() in CREDENTIAL_KEYS
     ]
     try:
-        site = Site.model_validate({k: v for k, v in data.items() if str(k).lower() not in CREDENTIAL_KEYS})
+        site = Site.model_validate({k: v for k, v in data.items()
+                                    if str(k).lower() not in CREDENTIAL_KEYS and k not in SITE_WIDE_KEYS})
     except ValidationError as exc:
         problems = [
             FieldProblem(p.path, f"unknown field — remove it or check its spelling (known: {', '.join(Site.model_fields)})")

@@ -27,6 +27,9 @@ class Lazy(dict):
     def append(self, item):
         self.setdefault("appended", []).append(item)
 
+    def extend(self, items):
+        self.setdefault("extend", []).extend(items)
+
 
 class Section:
     def __init__(self):
