@@ -33,6 +33,7 @@ import requests  # noqa: E402
 import hubfleet_lms as lms  # noqa: E402
 
 ROSTER_POLL_SECONDS = 20  # how often a newly launched course's roster URL is looked for
+ROSTER_RETRY_SECONDS = 60  # after a failed reading (the grader starting, the LMS busy)
 
 
 class Grader:
@@ -202,19 +203,17 @@ class Grades:
             self.book.record_roster_sync(url, 0, 0, exc.message)
             return {"synced": False, "reason": exc.message}
         self.book.record_roster_sync(url, len(members), students, None)
-        self.roster_url_synced = url
         return {"synced": True, "members": len(members), "students": students, "skipped": len(skipped)}
 
     async def roster_loop(self) -> None:
-        last = 0.0
+        """Read the class list when a launch first names it, then every roster_interval (a minute after a failure)."""
+        next_read = 0.0
         while True:
             endpoint = await asyncio.to_thread(self.book.latest_endpoint, "memberships")
-            due = time.monotonic() - last > self.args.roster_interval
-            if endpoint and (due or endpoint[0] != self.roster_url_synced):
+            if endpoint and (time.monotonic() >= next_read or endpoint[0] != self.roster_url_synced):
                 result = await self.sync_roster()
-                last = time.monotonic()
-                if not result["synced"]:
-                    self.roster_url_synced = endpoint[0]  # retried at the next interval, not every poll
+                self.roster_url_synced = endpoint[0]
+                next_read = time.monotonic() + (self.args.roster_interval if result["synced"] else ROSTER_RETRY_SECONDS)
             await asyncio.sleep(ROSTER_POLL_SECONDS)
 
     # --- what the page shows --------------------------------------------------------------
