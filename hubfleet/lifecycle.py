@@ -7,7 +7,6 @@ store's event log so another process can follow a long step.
 from __future__ import annotations
 
 import datetime as dt
-import string
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,18 +21,12 @@ from hubfleet.health import PROBE_USER, Health, check
 from hubfleet.providers import Host, Provider, get_provider
 from hubfleet.sizing import Plan, load_catalogue, plan_course, spawn_limit_for
 from hubfleet.state import Instance, StateStore
+from hubfleet.usernames import spawner_escape
 
 Progress = Callable[[str, str], None]  # (kind, message)
 
 VOLUME_PREFIX = "hubfleet-user-"  # one volume per student: <prefix><username as DockerSpawner escapes it>
-
-
-def spawner_escaped(username: str) -> str:
-    """A username as DockerSpawner writes it into names: [a-z0-9] kept, anything else -XX (hex)."""
-    return "".join(c if c in string.ascii_lowercase + string.digits else f"-{ord(c):02x}" for c in username)
-
-
-PROBE_VOLUME = VOLUME_PREFIX + spawner_escaped(PROBE_USER)  # the health probe is not a student
+PROBE_VOLUME = VOLUME_PREFIX + spawner_escape(PROBE_USER)  # the health probe's: no student's name escapes to it
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from hubfleet.authenticators.base import AuthKind
 from hubfleet.authenticators.form import lines, put
 from hubfleet.errors import HubfleetError
+from hubfleet.usernames import hub_username
 
 if TYPE_CHECKING:
     from hubfleet.descriptor import Course
@@ -45,6 +46,10 @@ class _LtiKind(AuthKind):
             # Browsers only keep SameSite=None cookies that are also Secure, which needs HTTPS.
             "lti_secure_cookies": course.tls is not None,
         }
+
+    def hub_username(self, identity: str) -> str:
+        """An LMS identity exactly as the LMS sends it: case, spaces and every character count."""
+        return hub_username(identity)
 
     def login_hints(self, course: "Course") -> list[str]:
         return [f"students arrive from the LMS: `hubfleet lti-config {course.name}` prints what to enter there"]
