@@ -20,11 +20,12 @@ import yaml
 from hubfleet.jupyter import cookie_for, execute, login_with_password, start_own_server, stop_own_server
 from tests.conftest import EXAMPLES, future
 from tests.integration.cli_helpers import HUBFLEET, hubfleet, labelled
+from tests.integration.conftest import unique_course_name
 from tests.support.awkward import student_archive
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-COURSE = "t-swarm"
+COURSE = unique_course_name("t-swarm")  # unique per run: other runs may share this Docker engine
 WORKER = f"{COURSE}-worker-1"
 # One student per node: 2 GiB / 1.3 headroom - 0.5 GiB hub = 1 GiB on the hub host, 1.5 GiB elsewhere.
 FLAVORS = {"currency": "EUR", "docker": [{"name": "d.test", "vcpus": 2, "ram": "2Gi", "disk": "20Gi"}]}

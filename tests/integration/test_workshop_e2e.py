@@ -28,12 +28,13 @@ from hubfleet.state import StateStore
 from hubfleet.usernames import PROBE_USER, typed_username
 from tests.conftest import EXAMPLES, future
 from tests.integration.cli_helpers import HUBFLEET, hubfleet, labelled
+from tests.integration.conftest import unique_course_name
 from tests.support import awkward
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-COURSE = "t-workshop"
-SECOND = "t-second"
+COURSE = unique_course_name("t-workshop")  # unique per run: other runs may share this Docker engine
+SECOND = unique_course_name("t-second")
 
 
 @pytest.fixture(scope="module")
