@@ -327,14 +327,18 @@ def make_app(grades: Grades, prefix: str):
 
 
 def username_function(key: str):
-    """A roster member's hub username: the same function of the same field the launches use."""
-    from hubfleet_lti import normalize_lms_username
+    """A roster member's hub username: the same function of the same field the launches use
+    (hubfleet_usernames.hub_username of the identity exactly as the LMS sends it), so a roster entry
+    and that person's launches meet on one name, and two people never share one."""
+    from hubfleet_usernames import hub_username
 
     field = {"sub": "user_id"}.get(key, key)
 
     def username_of(member: dict) -> str | None:
-        raw = str(member.get(field) or "").strip()
-        return normalize_lms_username(raw) or None if raw else None
+        identity = member.get(field)
+        if isinstance(identity, int) and not isinstance(identity, bool):
+            identity = str(identity)
+        return hub_username(identity) if isinstance(identity, str) and identity.strip() else None
 
     return username_of
 
