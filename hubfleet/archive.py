@@ -9,6 +9,8 @@ teacher:
     <course>-<stamp>/index.json         every student: user, volume, host, file, sha256, entries
     <course>-<stamp>/SHA256SUMS         `sha256sum -c SHA256SUMS` inside the folder checks every file
     <course>-<stamp>/students/<user>.tar.gz   one student's volume, to hand back alone
+    <course>-<stamp>/teaching/course.tar.gz   a graded course's nbgrader folder: gradebook, assignments,
+                                              submissions, feedback (and teaching/exchange.tar.gz)
 
 It holds the students' work only: the hub's database and cookie secret (what restoring the hub
 needs) go to a separate archive readable by the operator only. Everything is fsynced before the
@@ -39,6 +41,10 @@ Students' work of the course {course}, archived by hubfleet on {made_at}.
 students/<name>.tar.gz holds one student's notebook volume, exactly as it was: every file (any
 name), folder, symbolic link, hard link, permission and sparse file. Each was compared with the
 volume before the course was removed. index.json says which student each file belongs to.
+
+teaching/course.tar.gz (a course graded with nbgrader) is the teachers' course folder: gradebook.db
+(every grade and comment), source/, release/, submitted/, autograded/ and feedback/; teaching/
+exchange.tar.gz what went through the exchange (every submission, every feedback).
 
 Check the files:        sha256sum -c SHA256SUMS
 Open one student's:     mkdir alice && tar -xzf students/alice.tar.gz -C alice
@@ -114,6 +120,7 @@ def join_parts(course: str, parts: dict[str, Path], out: Path, *, restore_part: 
     made_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     top = out.name.removesuffix(".tar")
     students: list[dict] = []
+    teaching: list[dict] = []
     restore = None
     if restore_part is not None:
         if hub not in parts:
@@ -142,10 +149,14 @@ def join_parts(course: str, parts: dict[str, Path], out: Path, *, restore_part: 
                                 raise ArchiveError(f"{host}: {entry['file']} changed between the host and here "
                                                    "(sha256 differs); nothing was removed")
                             students.append({**entry, "file": name, "host": host})
+                        for entry in index.get("teaching", []):  # the graded course's folders, on the hub
+                            teaching.append({**entry, "host": host})
+                            _copy_member(joined, source, entry, f"{top}/{entry['file']}", host)
                 except _READ_ERRORS as exc:
                     raise ArchiveError(f"{host}: its archive part cannot be read ({exc}); nothing was removed") from None
-            index = {"format": FORMAT, "course": course, "made_at": made_at, "students": students}
-            sums = "".join(f"{s['sha256']}  {s['file']}\n" for s in students)
+            index = {"format": FORMAT, "course": course, "made_at": made_at, "students": students,
+                     "teaching": teaching}
+            sums = "".join(f"{s['sha256']}  {s['file']}\n" for s in students + teaching)
             for name, text in ((INDEX, json.dumps(index, indent=2, sort_keys=True) + "\n"), (SUMS, sums),
                                ("README.txt", README.format(course=course, made_at=made_at))):
                 data = text.encode()
@@ -160,6 +171,18 @@ def join_parts(course: str, parts: dict[str, Path], out: Path, *, restore_part: 
         tmp.unlink(missing_ok=True)
     entries, count = verify(out)
     return ArchiveSummary(out, entries, count, out.stat().st_size, sha256_file(out), restore)
+
+
+def _copy_member(joined: tarfile.TarFile, source: tarfile.TarFile, entry: dict, name: str, host: str) -> None:
+    """One archive of a host's part into the course archive, checked against the sha256 the host took."""
+    member = source.getmember(entry["file"])
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = member.size, 0o600, member.mtime
+    reader = _HashingReader(source.extractfile(member))
+    joined.addfile(info, reader)
+    if reader.digest.hexdigest() != entry["sha256"]:
+        raise ArchiveError(f"{host}: {entry['file']} changed between the host and here (sha256 differs); "
+                           "nothing was removed")
 
 
 def _keep_restore(host: str, index: dict, part: Path, out: Path | None) -> Path:
@@ -187,14 +210,15 @@ def verify(path: Path) -> tuple[int, int]:
             members = {m.name.split("/", 1)[1]: m for m in tar if "/" in m.name}
             index = json.loads(tar.extractfile(members[INDEX]).read())
             sums = tar.extractfile(members[SUMS]).read().decode()
-            listed = {s["file"] for s in index["students"]}
+            kept = index["students"] + index.get("teaching", [])
+            listed = {s["file"] for s in kept}
             if set(line.split("  ", 1)[1] for line in sums.splitlines() if line) != listed:
                 raise ArchiveError(f"{path}: SHA256SUMS and index.json name different files")
-            stray = {name for name in members if name.startswith("students/")} - listed
+            stray = {name for name in members if name.startswith(("students/", "teaching/"))} - listed
             if stray:
                 raise ArchiveError(f"{path}: {sorted(stray)[0]} is in the archive but not in its index")
             entries = 0
-            for student in index["students"]:
+            for student in kept:
                 member = members.get(student["file"])
                 if member is None:
                     raise ArchiveError(f"{path}: {student['file']} is missing")

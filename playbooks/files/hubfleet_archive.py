@@ -17,7 +17,11 @@ controller checks what it fetched. With --restore, the hub's data directory (dat
 secret: what restoring the hub needs, which the teacher's archive must not hold) goes into a
 separate, verified archive for the operator.
 
+With --teaching NAME=DIR (the hub host of a graded course), the teachers' own folders (nbgrader's
+course directory with its gradebook, the exchange) are archived and verified the same way.
+
 usage: hubfleet_archive.py --prefix P --out PART [--exclude V,...] [--restore FILE --hub-data DIR]
+                           [--teaching NAME=DIR ...]
 """
 
 from __future__ import annotations
@@ -186,6 +190,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--exclude", default="", help="comma-separated volumes that are not students' (the probe)")
     parser.add_argument("--restore", help="where to write the hub's data archive (the hub host only)")
     parser.add_argument("--hub-data", default="/srv/jupyterhub", help="the hub's data directory")
+    parser.add_argument("--teaching", action="append", default=[], metavar="NAME=DIR",
+                        help="a teachers' folder (grading): archived into teaching/NAME.tar.gz when it exists")
     args = parser.parse_args(argv)
 
     folder = os.path.dirname(os.path.abspath(args.out))
@@ -195,7 +201,7 @@ def main(argv: list[str]) -> int:
 
     started = time.monotonic()
     exclude = {v for v in args.exclude.split(",") if v}
-    index: dict = {"students": [], "restore": None}
+    index: dict = {"students": [], "restore": None, "teaching": []}
     part_tmp = args.out + ".part"
     for stale in os.listdir(folder):  # what a run cut off mid-way left
         if stale.endswith((".tar.gz", ".part")):
@@ -219,6 +225,22 @@ def main(argv: list[str]) -> int:
                 part.add(target, arcname=entry["file"], recursive=False)
                 os.unlink(target)
                 index["students"].append(entry)
+            for item in args.teaching:
+                name, _, path = item.partition("=")
+                if not SAFE_NAME.fullmatch(name) or not path:
+                    raise Refused(f"--teaching {item!r}: give NAME=DIR")
+                if not os.path.isdir(path):
+                    continue  # a course that never graded
+                target = os.path.join(folder, f"teaching-{name}.tar.gz")
+                try:
+                    entry = archive_volume(name, path, target)
+                except Refused as exc:
+                    raise Refused(f"the teachers' folder {path}: {exc}") from None
+                entry.update(name=name, file=f"teaching/{name}.tar.gz", sha256=sha256_of(target),
+                             bytes=os.path.getsize(target))
+                part.add(target, arcname=entry["file"], recursive=False)
+                os.unlink(target)
+                index["teaching"].append(entry)
             if args.restore:
                 if os.path.isdir(args.hub_data):
                     index["restore"] = make_restore(args.hub_data, args.restore)

@@ -286,3 +286,33 @@ def test_no_parts_or_an_unreadable_part_is_refused(tmp_path):
         join_parts("c", {"hub": tmp_path / "a.tar"}, tmp_path / "out.tar")
     with pytest.raises(ArchiveError, match="no host"):
         join_parts("c", {}, tmp_path / "out.tar")
+
+
+def test_a_graded_courses_gradebook_and_exchange_go_to_the_teachers_archive(tmp_path):
+    course_dir = tmp_path / "srv" / "hubfleet" / "grading" / "course"
+    (course_dir / "submitted" / "ana" / "ps1").mkdir(parents=True)
+    (course_dir / "gradebook.db").write_bytes(b"SQLite format 3\0 grades")
+    (course_dir / "submitted" / "ana" / "ps1" / "ps1.ipynb").write_text("{}")
+    exchange = tmp_path / "srv" / "hubfleet" / "exchange"
+    (exchange / "stats-101" / "outbound").mkdir(parents=True)
+    alice = tmp_path / "volumes" / "alice"
+    alice.mkdir(parents=True)
+    (alice / "ps1.ipynb").write_text("{}")
+    proc, part = run_script(tmp_path, {f"{PREFIX}alice": alice}, "--teaching", f"course={course_dir}",
+                            "--teaching", f"exchange={exchange}", "--teaching", f"absent={tmp_path / 'none'}")
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "state" / "c-20270101T000000Z.tar"
+    out.parent.mkdir(parents=True)
+    summary = join_parts("c", {"c-hub": part}, out)
+    top = "c-20270101T000000Z"
+    with tarfile.open(summary.path) as tar:
+        index = json.loads(tar.extractfile(f"{top}/index.json").read())
+        sums = tar.extractfile(f"{top}/SHA256SUMS").read().decode()
+        gradebook = tarfile.open(fileobj=tar.extractfile(f"{top}/teaching/course.tar.gz"), mode="r:gz")
+        assert gradebook.extractfile("./gradebook.db").read() == b"SQLite format 3\0 grades"
+        assert "./submitted/ana/ps1/ps1.ipynb" in gradebook.getnames()
+    assert [t["name"] for t in index["teaching"]] == ["course", "exchange"], "a missing folder is no error"
+    assert "teaching/course.tar.gz" in sums and "teaching/exchange.tar.gz" in sums
+    assert summary.volumes == 1, "the teachers' folders are not students"
+    with tarfile.open(summary.path) as tar:
+        assert "gradebook" in tar.extractfile(f"{top}/README.txt").read().decode()
