@@ -121,6 +121,11 @@ class Lti11Kind(_LtiKind):
     def own_grading_variables(self, course: "Course") -> dict:
         return {"grading_consumer_key": consumer_key(course)}
 
+    def grading_secrets(self, store: "StateStore", course: "Course") -> dict:
+        # Basic Outcomes are signed with the consumer secret; the grades service keeps its own copy.
+        return {"grading_consumer_secret": store.get_secret(course.name, LTI11_SECRET_SECRET)
+                or self.ensure_secrets(store, course)["lti_consumer_secret"]}
+
     def _settings(self, store: "StateStore", course: "Course", url: str) -> dict[str, str]:
         secret = store.get_secret(course.name, LTI11_SECRET_SECRET)
         if not secret:

@@ -112,7 +112,14 @@ def test_lti11_snippet_reads_the_secret_from_the_environment_and_frames_for_the_
 def test_lti11_env_file_quotes_the_secret_for_systemd(tmp_path):
     text = render("lti", "auth.env.j2", LTI11, tmp_path)
     assert 'HUBFLEET_LTI_CONSUMER_SECRET="odd \\"secret\\" \\\\ with $HOME"' in text
-    assert 'HUBFLEET_OPERATOR_PASSWORD="operator-pw-\\"odd\\""' in text
+    assert "operator-pw" not in text, "the operator's password has a file of its own"
+
+
+def test_the_operators_password_is_written_unchanged_where_only_the_hub_reads_it(tmp_path):
+    tasks = yaml.safe_load((ROOT / "roles" / "lti" / "tasks" / "config.yml").read_text())
+    task = next(t for t in tasks if t["name"] == "Keep the operator's password where only the hub reads it")
+    assert task["no_log"] is True and task["ansible.builtin.copy"]["mode"] == "0600"
+    assert task["ansible.builtin.copy"]["content"] == "{{ lti_operator_password }}"
 
 
 @pytest.mark.parametrize("book", ["", "/srv/jupyterhub/lms.sqlite"])
@@ -124,6 +131,7 @@ def test_lti_snippet_lets_the_launch_roles_decide_the_groups(tmp_path, book):
     teaching = c.TeachingMixin.values
     assert teaching["lms_roles"] == lms_role_table() and [g for g, _ in teaching["lms_roles"]] == ["teachers", "students"]
     assert teaching["default_group"] == "students" and teaching["launch_book"] == book
+    assert teaching["operator_password_file"] == "/etc/jupyterhub/conf.d/operator-password"
 
 
 def test_lti11_without_tls_keeps_default_cookies(tmp_path):

@@ -98,8 +98,9 @@ class Grades:
     @property
     def outcomes(self) -> lms.Outcomes:
         if self._outcomes is None:
-            self._outcomes = lms.Outcomes(self.args.consumer_key, os.environ["HUBFLEET_LTI_CONSUMER_SECRET"],
-                                          verify=self.args.ca_bundle)
+            with open(self.args.secrets_file) as handle:
+                secret = json.load(handle)["consumer_secret"]
+            self._outcomes = lms.Outcomes(self.args.consumer_key, secret, verify=self.args.ca_bundle)
         return self._outcomes
 
     # --- scores ---------------------------------------------------------------------------
@@ -359,6 +360,7 @@ def main() -> None:
     parser.add_argument("--client-id", default="")
     parser.add_argument("--token-url", default="")
     parser.add_argument("--key-file", default="")
+    parser.add_argument("--secrets-file", default="", help="1.1: JSON with the consumer secret (0600)")
     parser.add_argument("--ca-bundle", default="/etc/ssl/certs/ca-certificates.crt")
     parser.add_argument("--roster-interval", type=int, default=900)
     parser.add_argument("--attempts", type=int, default=3)
