@@ -124,6 +124,11 @@ def ensure_local_acme(state_dir: Path, progress=lambda message: None) -> LocalAc
     return server
 
 
+def serves(descriptor: dict) -> bool:
+    """Whether a course (its recorded descriptor) gets its certificate from the embedded ACME server."""
+    return ((descriptor or {}).get("tls") or {}).get("acme_server") == "local"
+
+
 def stop_local_acme(state_dir: Path) -> None:
     """Stop this state dir's pebble and DNS and remove their network; what is on disk stays."""
     directory = acme_dir(state_dir)

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from hubfleet.errors import FieldProblem, InvalidInput
+from hubfleet.usernames import ADMIN_USER, is_reserved
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
 LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -77,6 +78,9 @@ def check_usernames(values: list[str]) -> list[str]:
     for v in values:
         if not USERNAME_RE.match(v):
             raise ValueError(f"{v!r} is not a username — use lowercase letters, digits and . _ @ - (e.g. prof.smith)")
+        if is_reserved(v) and v != ADMIN_USER:
+            raise ValueError(f"{v!r} is reserved for the hub itself (hubfleet's accounts, services, system "
+                             "users) — name a person's account (docs/identity.md)")
     return values
 
 

@@ -12,6 +12,7 @@ from hubfleet.authenticators.base import ADMIN_USER, AuthKind
 from hubfleet.authenticators.form import lines, put
 from hubfleet.errors import HubfleetError
 from hubfleet.teaching import DEFAULT_GROUP, lms_role_table
+from hubfleet.usernames import hub_username
 
 if TYPE_CHECKING:
     from hubfleet.descriptor import Course
@@ -59,6 +60,10 @@ class _LtiKind(AuthKind):
     def ensure_secrets(self, store: "StateStore", course: "Course") -> dict:
         # An LTI course has no log-in form: the operator's admin account has its own page and password.
         return {"lti_operator_password": store.ensure_secret(course.name, OPERATOR_PASSWORD_SECRET, nbytes=32)}
+
+    def hub_username(self, identity: str) -> str:
+        """An LMS identity exactly as the LMS sends it: case, spaces and every character count."""
+        return hub_username(identity)
 
     def login_hints(self, course: "Course") -> list[str]:
         return [f"students and teachers arrive from the LMS: `hubfleet lti-config {course.name}` prints what to "
@@ -115,6 +120,11 @@ class Lti11Kind(_LtiKind):
 
     def own_grading_variables(self, course: "Course") -> dict:
         return {"grading_consumer_key": consumer_key(course)}
+
+    def grading_secrets(self, store: "StateStore", course: "Course") -> dict:
+        # Basic Outcomes are signed with the consumer secret; the grades service keeps its own copy.
+        return {"grading_consumer_secret": store.get_secret(course.name, LTI11_SECRET_SECRET)
+                or self.ensure_secrets(store, course)["lti_consumer_secret"]}
 
     def _settings(self, store: "StateStore", course: "Course", url: str) -> dict[str, str]:
         secret = store.get_secret(course.name, LTI11_SECRET_SECRET)

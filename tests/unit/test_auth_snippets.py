@@ -83,7 +83,7 @@ TEACHING = {"lti_lms_roles": lms_role_table(), "lti_default_group": "students", 
 LTI11 = {"lti_version": "1.1", "lti_config_dir": "/etc/jupyterhub", "lti_consumer_key": "queues",
          "lti_consumer_secret": 'odd "secret" \\ with $HOME', "lti_username_key": "lis_person_sourcedid",
          "lti_frame_ancestors": ["https://courses.edx.org"], "lti_secure_cookies": True, "lti_timestamp_window": 300,
-         **TEACHING}
+         "lti_data_dir": "/srv/jupyterhub", **TEACHING}
 
 
 def test_lti11_snippet_reads_the_secret_from_the_environment_and_frames_for_the_lms(tmp_path):
@@ -93,6 +93,7 @@ def test_lti11_snippet_reads_the_secret_from_the_environment_and_frames_for_the_
     assert c.JupyterHub.values["authenticator_class"] == "hubfleet_lti.HubfleetLTI11Authenticator"
     lti = c.HubfleetLTI11Authenticator.values
     assert lti["consumers"] == {"queues": "from-env"} and lti["username_key"] == "lis_person_sourcedid"
+    assert lti["nonce_file"] == "/srv/jupyterhub/lti-nonces.sqlite", "nonces outlive a hub restart"
     assert c.Authenticator.values["allow_all"] is True
     csp = "frame-ancestors 'self' https://courses.edx.org"  # exactly what roles/proxy sends
     settings = c.JupyterHub.values["tornado_settings"]
@@ -111,7 +112,14 @@ def test_lti11_snippet_reads_the_secret_from_the_environment_and_frames_for_the_
 def test_lti11_env_file_quotes_the_secret_for_systemd(tmp_path):
     text = render("lti", "auth.env.j2", LTI11, tmp_path)
     assert 'HUBFLEET_LTI_CONSUMER_SECRET="odd \\"secret\\" \\\\ with $HOME"' in text
-    assert 'HUBFLEET_OPERATOR_PASSWORD="operator-pw-\\"odd\\""' in text
+    assert "operator-pw" not in text, "the operator's password has a file of its own"
+
+
+def test_the_operators_password_is_written_unchanged_where_only_the_hub_reads_it(tmp_path):
+    tasks = yaml.safe_load((ROOT / "roles" / "lti" / "tasks" / "config.yml").read_text())
+    task = next(t for t in tasks if t["name"] == "Keep the operator's password where only the hub reads it")
+    assert task["no_log"] is True and task["ansible.builtin.copy"]["mode"] == "0600"
+    assert task["ansible.builtin.copy"]["content"] == "{{ lti_operator_password }}"
 
 
 @pytest.mark.parametrize("book", ["", "/srv/jupyterhub/lms.sqlite"])
@@ -123,6 +131,7 @@ def test_lti_snippet_lets_the_launch_roles_decide_the_groups(tmp_path, book):
     teaching = c.TeachingMixin.values
     assert teaching["lms_roles"] == lms_role_table() and [g for g, _ in teaching["lms_roles"]] == ["teachers", "students"]
     assert teaching["default_group"] == "students" and teaching["launch_book"] == book
+    assert teaching["operator_password_file"] == "/etc/jupyterhub/conf.d/operator-password"
 
 
 def test_lti11_without_tls_keeps_default_cookies(tmp_path):
@@ -140,7 +149,8 @@ def test_lti13_snippet_names_the_platform_and_serves_the_tool_keyset(tmp_path):
                  "lti_client_ids": ["tool-7"], "lti_deployment_ids": ["1"], "lti_username_key": "sub",
                  "lti_authorize_url": "https://moodle.example.edu/mod/lti/auth.php",
                  "lti_jwks_url": "https://moodle.example.edu/mod/lti/certs.php",
-                 "lti_frame_ancestors": [], "lti_secure_cookies": False, "lti_timestamp_window": 300, **TEACHING}
+                 "lti_frame_ancestors": [], "lti_secure_cookies": False, "lti_timestamp_window": 300,
+                 "lti_data_dir": str(tmp_path), **TEACHING}
     c = run_snippet(render("lti", "auth.py.j2", variables, tmp_path), {})
     lti = c.HubfleetLTI13Authenticator.values
     assert c.JupyterHub.values["authenticator_class"] == "hubfleet_lti.HubfleetLTI13Authenticator"
@@ -148,6 +158,7 @@ def test_lti13_snippet_names_the_platform_and_serves_the_tool_keyset(tmp_path):
     assert lti["deployment_ids"] == {"1"} and lti["jwks_endpoint"].endswith("/certs.php")
     assert lti["tool_jwks"] == keyset
     assert lti["ca_bundle"] == "/etc/ssl/certs/ca-certificates.crt", "the platform is trusted through the one store"
+    assert lti["nonce_file"] == str(tmp_path / "lti-nonces.sqlite")
 
 
 LDAP = {"ldap_config_dir": "/etc/jupyterhub", "ldap_server_address": "ldap.example.edu", "ldap_server_port": 389,
@@ -164,7 +175,7 @@ def test_ldap_snippet_verifies_the_directory_and_keeps_the_password_out(tmp_path
     assert "directory-secret" not in text
     c = run_snippet(text, {"HUBFLEET_LDAP_SEARCH_PASSWORD": "from-env"})
     ldap = c.LDAPAuthenticator.values
-    assert c.JupyterHub.values["authenticator_class"] == "ldapauthenticator.LDAPAuthenticator"
+    assert c.JupyterHub.values["authenticator_class"] == "hubfleet_ldap.HubfleetLDAPAuthenticator"
     assert ldap["tls_strategy"] == "before_bind" and ldap["tls_kwargs"] == {"validate": ssl.CERT_REQUIRED}
     assert ldap["lookup_dn"] is True and ldap["lookup_dn_search_password"] == "from-env"
     assert ldap["lookup_dn_user_dn_attribute"] == "uid"
@@ -213,6 +224,6 @@ def test_shared_password_snippet_reads_both_passwords_unchanged_from_its_private
     text = render("shared_password", "auth.py.j2", odd, tmp_path)
     assert "odd" not in text and "admin-" not in text, "the passwords belong in the JSON file only"
     c = run_snippet(text, {})
-    assert c.JupyterHub.authenticator_class == "shared-password"
+    assert c.JupyterHub.authenticator_class == "hubfleet_shared_password.HubfleetSharedPasswordAuthenticator"
     assert c.SharedPasswordAuthenticator.user_password == odd["shared_password_user"]
     assert c.SharedPasswordAuthenticator.admin_password == odd["shared_password_admin"]

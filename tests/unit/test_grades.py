@@ -63,14 +63,15 @@ def formgrader():
 def service(tmp_path, formgrader, **options) -> grades_service.Grades:
     defaults = {"lms": "1.1", "book": str(tmp_path / "lms.sqlite"), "roles": json.dumps(lms_role_table()),
                 "default_group": "students", "consumer_key": KEY, "client_id": "tool-7", "token_url": "",
-                "key_file": "", "ca_bundle": True, "roster_interval": 900, "attempts": 3, "username_key": "sub"}
+                "key_file": "", "ca_bundle": True, "roster_interval": 900, "attempts": 3, "username_key": "sub",
+                "secrets_file": str(tmp_path / "grades-secrets.json")}
+    (tmp_path / "grades-secrets.json").write_text(json.dumps({"consumer_secret": SECRET}))
     args = argparse.Namespace(**{**defaults, **options})
     grader = grades_service.Grader(formgrader.url, "grades-service-token")
     return grades_service.Grades(args, grader, lambda member: member.get("user_id", "").lower() or None)
 
 
-def test_lti11_scores_go_to_each_students_own_outcome_for_that_assignment(tmp_path, formgrader, monkeypatch):
-    monkeypatch.setenv("HUBFLEET_LTI_CONSUMER_SECRET", SECRET)
+def test_lti11_scores_go_to_each_students_own_outcome_for_that_assignment(tmp_path, formgrader):
     grades = service(tmp_path, formgrader)
     consumer = Consumer()
     with Stub(consumer) as stub:
@@ -96,8 +97,7 @@ def test_lti11_scores_go_to_each_students_own_outcome_for_that_assignment(tmp_pa
         assert grades.book.posting("ps1", "ana")["state"] == "failed", "a forged answer is not a sent grade"
 
 
-def test_a_student_who_never_launched_the_activity_is_shown_why(tmp_path, formgrader, monkeypatch):
-    monkeypatch.setenv("HUBFLEET_LTI_CONSUMER_SECRET", SECRET)
+def test_a_student_who_never_launched_the_activity_is_shown_why(tmp_path, formgrader):
     result = asyncio.run(service(tmp_path, formgrader).send("ps1"))
     (outcome,) = result["outcomes"]
     assert outcome["state"] == "no-target" and "assignment=ps1" in outcome["detail"]

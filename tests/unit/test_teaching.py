@@ -94,8 +94,9 @@ def test_grading_secrets_are_the_graders_token_and_for_lti13_the_tool_key(course
     assert "PRIVATE KEY" in secrets["grading_tool_key"] and len(secrets["grading_grader_token"]) >= 40
     assert teaching.ensure_secrets(store, c) == secrets
     assert teaching.ensure_secrets(store, course(authenticator=LTI13)) == {}
-    assert set(teaching.ensure_secrets(store, course(authenticator=LTI11, grading="nbgrader"))) == {
-        "grading_grader_token"}
+    lti11 = teaching.ensure_secrets(store, course(authenticator=LTI11, grading="nbgrader"))
+    assert set(lti11) == {"grading_grader_token", "grading_consumer_secret"}
+    assert lti11["grading_consumer_secret"] == store.get_secret("workshop", "lti11-secret")
 
 
 def problems(data) -> dict[str, str]:
@@ -209,6 +210,7 @@ def test_the_hub_gets_three_grading_services_their_rights_and_the_students_excha
     assert set(services) == ({"exchange", "grader", "grades"} if lms != "none" else {"exchange", "grader"})
     assert services["exchange"]["url"] == "http://10.1.2.3:8082" and services["exchange"]["user"] == "hubfleet-exchange"
     assert services["grader"]["api_token"] == "grader-token-value" and services["grader"]["url"].startswith("http://127.")
+    assert "environment" not in services.get("grades", {}), "no secret travels in the service's environment"
     roles = {r["name"]: r for r in c.JupyterHub.values["load_roles"]["extend"]}
     assert roles["hubfleet-grader"]["scopes"] == ["access:services!service=exchange"]
     environment = c.Spawner.values["environment"]

@@ -2,6 +2,8 @@
 
 import json
 
+from hubfleet.usernames import hub_username
+
 SECRET = "molecule-consumer-secret-0123456789"
 OPERATOR_PASSWORD = "molecule-operator-password-0123456789"
 SIGNED_LAUNCH = """
@@ -51,7 +53,7 @@ def test_unsigned_launch_is_refused_and_a_signed_one_logs_in(host):
     status, *lines = raw.splitlines()
     headers = [tuple(part.strip() for part in line.split(":", 1)) for line in lines if ":" in line]
     assert status.startswith("HTTP/1.1 302")
-    assert [v for k, v in headers if k.lower() == "location"][0].startswith("/hub/spawn/molecule.student?next=")
+    assert [v for k, v in headers if k.lower() == "location"][0].startswith(f"/hub/spawn/{hub_username('Molecule.Student')}?next=")
     csp = [v for k, v in headers if k.lower() == "content-security-policy"]
     assert csp == ["frame-ancestors 'self' https://lms.example.edu"]
     log = host.check_output("journalctl -u jupyterhub --no-pager -o cat")

@@ -98,8 +98,9 @@ class Grades:
     @property
     def outcomes(self) -> lms.Outcomes:
         if self._outcomes is None:
-            self._outcomes = lms.Outcomes(self.args.consumer_key, os.environ["HUBFLEET_LTI_CONSUMER_SECRET"],
-                                          verify=self.args.ca_bundle)
+            with open(self.args.secrets_file) as handle:
+                secret = json.load(handle)["consumer_secret"]
+            self._outcomes = lms.Outcomes(self.args.consumer_key, secret, verify=self.args.ca_bundle)
         return self._outcomes
 
     # --- scores ---------------------------------------------------------------------------
@@ -327,14 +328,18 @@ def make_app(grades: Grades, prefix: str):
 
 
 def username_function(key: str):
-    """A roster member's hub username: the same function of the same field the launches use."""
-    from hubfleet_lti import normalize_lms_username
+    """A roster member's hub username: the same function of the same field the launches use
+    (hubfleet_usernames.hub_username of the identity exactly as the LMS sends it), so a roster entry
+    and that person's launches meet on one name, and two people never share one."""
+    from hubfleet_usernames import hub_username
 
     field = {"sub": "user_id"}.get(key, key)
 
     def username_of(member: dict) -> str | None:
-        raw = str(member.get(field) or "").strip()
-        return normalize_lms_username(raw) or None if raw else None
+        identity = member.get(field)
+        if isinstance(identity, int) and not isinstance(identity, bool):
+            identity = str(identity)
+        return hub_username(identity) if isinstance(identity, str) and identity.strip() else None
 
     return username_of
 
@@ -355,6 +360,7 @@ def main() -> None:
     parser.add_argument("--client-id", default="")
     parser.add_argument("--token-url", default="")
     parser.add_argument("--key-file", default="")
+    parser.add_argument("--secrets-file", default="", help="1.1: JSON with the consumer secret (0600)")
     parser.add_argument("--ca-bundle", default="/etc/ssl/certs/ca-certificates.crt")
     parser.add_argument("--roster-interval", type=int, default=900)
     parser.add_argument("--attempts", type=int, default=3)

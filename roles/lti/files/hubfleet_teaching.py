@@ -9,13 +9,13 @@ Installed beside hubfleet_lti.py by roles/lti; the LTI authenticators mix Teachi
 - Launches: with grading on, each launch's grade and roster endpoints are recorded for the
   grades service (`launch_book`).
 - The operator: an LTI course has no login form, so /hub/operator-login takes the `admin` account's
-  password (kept by hubfleet, printed by `hubfleet credentials`); LMS identities never become it.
+  password (kept by hubfleet, printed by `hubfleet credentials`, in a 0600 file on the hub host);
+  LMS identities never become it.
 """
 
 from __future__ import annotations
 
 import hmac
-import os
 import time
 
 from jupyterhub.handlers import BaseHandler
@@ -27,7 +27,6 @@ from traitlets.config import LoggingConfigurable
 import hubfleet_lms as lms
 
 OPERATOR = "admin"
-OPERATOR_PASSWORD_ENV = "HUBFLEET_OPERATOR_PASSWORD"
 FAILED_LOGINS_ALLOWED = 5
 FAILED_LOGIN_WINDOW = 300
 
@@ -44,6 +43,15 @@ class TeachingMixin(LoggingConfigurable):
     lms_roles = List(config=True, help="[[group, {course|institution|system: [LIS role names]}], ...], teachers first.")
     default_group = Unicode("students", config=True, help="The group of everyone no listed role matches.")
     launch_book = Unicode("", config=True, help="SQLite file where launches are recorded for the grades service.")
+    operator_password_file = Unicode("", config=True, help="0600 file holding the operator's `admin` password.")
+
+    def operator_password(self) -> str:
+        """The operator's password, read at each attempt (a re-run of the role may change it)."""
+        try:
+            with open(self.operator_password_file) as handle:
+                return handle.read().strip()
+        except OSError:
+            return ""  # no file: nobody gets in
 
     _book: lms.LmsBook | None = None
 
@@ -91,7 +99,7 @@ class OperatorLoginHandler(BaseHandler):
             raise HTTPError(429, "too many failed log-ins from this address: wait five minutes")
         name = self.get_body_argument("username", "").strip()
         password = self.get_body_argument("password", "")
-        expected = os.environ.get(OPERATOR_PASSWORD_ENV, "")
+        expected = self.authenticator.operator_password()
         if not expected or name != OPERATOR or not hmac.compare_digest(password.encode(), expected.encode()):
             self.failures.setdefault(self.request.remote_ip, []).append(time.time())
             self.log.warning("operator log-in refused from %s", self.request.remote_ip)
