@@ -142,6 +142,8 @@ class Lti11Kind(_LtiKind):
             "custom_parameter_to_open_a_notebook": f"next={NOTEBOOK_EXAMPLE}",
             "username_from": course.authenticator.username_key,
             "lms_origin": course.authenticator.lms_origin or "",
+            # Basic Outcomes: a graded activity names its nbgrader assignment; the launch says where its grade goes.
+            "custom_parameter_of_a_graded_activity": "assignment=<nbgrader assignment>" if course.grading else "",
         }
 
     def form_fields(self) -> tuple[str, ...]:
@@ -197,6 +199,9 @@ class Lti13Kind(_LtiKind):
             "platform_jwks_url": auth.jwks_url,
             "username_from": auth.username_key,
             "lms_origin": auth.lms_origin or "",
+            "services": ("IMS LTI Assignment and Grade Services: grade sync and column management; "
+                         "IMS LTI Names and Role Provisioning: retrieve members' information") if course.grading else "",
+            "platform_token_url": auth.token_url or "",
         }
 
     def form_fields(self) -> tuple[str, ...]:
