@@ -105,14 +105,37 @@ def test_a_rotated_key_is_fetched_at_once_and_the_old_one_stops_working():
             keys.signing_key("k1")
 
 
-def test_made_up_key_ids_cannot_make_the_hub_hammer_the_platform():
-    with Stub(Keyset()) as stub:
-        keys = lms.PlatformKeys(stub.url + "/jwks", refetch_interval=60)
+def test_a_key_rotated_twice_within_the_interval_is_still_found():
+    keyset = Keyset()
+    with Stub(keyset) as stub:
+        keys = lms.PlatformKeys(stub.url + "/jwks", refetch_interval=0.5)
         keys.signing_key("k1")
-        for _ in range(50):
+        keyset.keys = {"k2": rsa_key()}
+        keys.signing_key("k2")  # right after the first fetch: it waits out the interval, then looks
+        assert keys.fetches == 2
+
+
+def test_made_up_key_ids_cannot_make_the_hub_hammer_the_platform():
+    from concurrent.futures import ThreadPoolExecutor
+
+    with Stub(Keyset()) as stub:
+        keys = lms.PlatformKeys(stub.url + "/jwks", refetch_interval=0.05)
+        keys.signing_key("k1")
+        started = time.monotonic()
+        for _ in range(20):
             with pytest.raises(lms.UnknownKey):
                 keys.signing_key(uuid.uuid4().hex)
-        assert keys.fetches == 1
+        elapsed = time.monotonic() - started
+        assert keys.fetches - 1 <= elapsed / 0.05 + 1, "one fetch per interval at most"
+
+        def made_up(_):
+            with pytest.raises(lms.UnknownKey):
+                keys.signing_key(uuid.uuid4().hex)
+
+        before = keys.fetches
+        with ThreadPoolExecutor(20) as pool:
+            list(pool.map(made_up, range(20)))
+        assert keys.fetches - before <= 3, "requests waiting together share a fetch"
 
 
 def test_an_expired_cache_is_fetched_again_and_an_unreachable_keyset_is_transient():

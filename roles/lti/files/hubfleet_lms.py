@@ -124,9 +124,11 @@ class PlatformKeys:
     """The platform's public keys from its JWKS URL: cached, and fetched again for a key id it lacks.
 
     A platform rotating its key signs the next launch with a kid the cache has never seen: the keyset
-    is fetched again at once (not after a cooldown), at most once per `refetch_interval`, so tokens
-    with made-up kids cannot make the hub hammer the platform. Keys the platform drops stop working
-    when the cache expires (`lifespan`) or at the next refetch.
+    is fetched again (not after a 30 s cooldown), at most once per `refetch_interval` (a request waits
+    out the rest of it), and requests waiting together share one fetch, so tokens with made-up kids
+    cannot make the hub hammer the platform. A kid missing from a keyset fetched after the request
+    arrived is unknown for sure. Keys the platform drops stop working when the cache expires
+    (`lifespan`) or at the next fetch.
     """
 
     def __init__(self, url: str, *, verify: bool | str = True, lifespan: float = 300, refetch_interval: float = 1.0,
@@ -162,11 +164,15 @@ class PlatformKeys:
 
     def signing_key(self, kid: str | None):
         """The public key for kid; UnknownKey when the platform's current keyset does not have it."""
+        arrived = time.monotonic()
         with self._lock:
             if time.monotonic() - self._fetched_at > self.lifespan:
                 self._fetch()
             key = self._pick(kid)
-            if key is None and time.monotonic() - self._fetched_at >= self.refetch_interval:
+            if key is None and self._fetched_at < arrived:  # a keyset older than this request: look again
+                wait = self.refetch_interval - (time.monotonic() - self._fetched_at)
+                if wait > 0:
+                    time.sleep(wait)  # at most one fetch per interval, whoever asks
                 self._fetch()  # a key id we have not seen: the platform may just have rotated its key
                 key = self._pick(kid)
             if key is None:
