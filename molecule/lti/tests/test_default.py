@@ -62,7 +62,7 @@ def test_unsigned_launch_is_refused_and_a_signed_one_logs_in(host):
 
 def test_the_launch_roles_make_teachers_and_a_later_launch_demotes(host):
     for roles, group in (("Instructor,urn:lti:sysrole:ims/lis/User", "teachers"), ("Learner", "students")):
-        body = signed_launch(host, "Molecule.Teacher", roles)
+        body = signed_launch(host, "molecule.teacher", roles)  # a plain identity: its own hub name
         host.check_output(f"curl -sf -o /dev/null --data '{body}' http://127.0.0.1:8000/hub/lti/launch")
         assert hub_api(host, "/users/molecule.teacher")["groups"] == [group]
 
