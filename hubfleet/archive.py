@@ -1,15 +1,30 @@
-"""The course archive: every host's part joined into one tar.gz with one manifest, then verified.
+"""The course archive: one archive per student, every host's part joined, then read back and verified.
 
-Each host's part carries a MANIFEST.sha256 computed from its volumes in a pass of its own; a
-part whose files do not match it is refused, and the joined archive is read back from disk and
-checked again before anything may be removed.
+Each host wrote a part (playbooks/files/hubfleet_archive.py): every student's work as a GNU tar.gz
+that was already compared with the volume there (`tar --compare`, plus a listing both ways),
+and index.json with each one's sha256. Here the parts are joined into one plain tar for the
+teacher:
+
+    <course>-<stamp>/README.txt         what this is and how to open it
+    <course>-<stamp>/index.json         every student: user, volume, host, file, sha256, entries
+    <course>-<stamp>/SHA256SUMS         `sha256sum -c SHA256SUMS` inside the folder checks every file
+    <course>-<stamp>/students/<user>.tar.gz   one student's volume, to hand back alone
+    <course>-<stamp>/teaching/course.tar.gz   a graded course's nbgrader folder: gradebook, assignments,
+                                              submissions, feedback (and teaching/exchange.tar.gz)
+
+It holds the students' work only: the hub's database and cookie secret (what restoring the hub
+needs) go to a separate archive readable by the operator only. Everything is fsynced before the
+caller may remove anything.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
+import json
 import os
+import shutil
 import tarfile
 import zlib
 from dataclasses import dataclass
@@ -17,86 +32,73 @@ from pathlib import Path
 
 from hubfleet.errors import ArchiveError
 
-MANIFEST = "MANIFEST.sha256"
+FORMAT = "hubfleet-course-archive/2"
+INDEX = "index.json"
+SUMS = "SHA256SUMS"
+README = """\
+Students' work of the course {course}, archived by hubfleet on {made_at}.
+
+students/<name>.tar.gz holds one student's notebook volume, exactly as it was: every file (any
+name), folder, symbolic link, hard link, permission and sparse file. Each was compared with the
+volume before the course was removed. index.json says which student each file belongs to.
+
+teaching/course.tar.gz (a course graded with nbgrader) is the teachers' course folder: gradebook.db
+(every grade and comment), source/, release/, submitted/, autograded/ and feedback/; teaching/
+exchange.tar.gz what went through the exchange (every submission, every feedback).
+
+Check the files:        sha256sum -c SHA256SUMS
+Open one student's:     mkdir alice && tar -xzf students/alice.tar.gz -C alice
+(GNU tar keeps every name byte for byte; `tar -tvzf` lists without extracting.)
+"""
+_READ_ERRORS = (tarfile.TarError, KeyError, OSError, EOFError, zlib.error, ValueError, UnicodeDecodeError)
 
 
 @dataclass(frozen=True)
 class ArchiveSummary:
     path: Path
-    files: int
-    volumes: int
+    files: int  # entries of every kind in the students' archives
+    volumes: int  # students
     bytes: int
     sha256: str
+    restore: Path | None = None  # the hub's data for the operator, kept apart
 
     def to_dict(self) -> dict:
         return {"path": str(self.path), "files": self.files, "volumes": self.volumes, "bytes": self.bytes,
-                "sha256": self.sha256}
+                "sha256": self.sha256, "restore": str(self.restore) if self.restore else None}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ArchiveSummary":
+        return cls(Path(data["path"]), data["files"], data["volumes"], data["bytes"], data["sha256"],
+                   Path(data["restore"]) if data.get("restore") else None)
 
 
-def parse_manifest(text: str) -> dict[str, str]:
-    entries = {}
-    for line in text.splitlines():
-        if line.strip():
-            digest, _, name = line.partition("  ")
-            entries[name] = digest
-    return entries
-
-
-def _sha256(stream) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
-    for block in iter(lambda: stream.read(1 << 20), b""):
-        digest.update(block)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
     return digest.hexdigest()
 
 
-def join_parts(parts: dict[str, Path], out: Path) -> ArchiveSummary:
-    """Join per-host parts ({host: part.tar.gz}) into `out`, checking each file against its manifest."""
-    if not parts:
-        raise ArchiveError("no host produced an archive part; nothing was removed")
-    manifest_lines: list[str] = []
-    volumes = 0
-    tmp = out.with_name(out.name + ".part")
-    with tarfile.open(tmp, "w:gz") as joined:
-        for host, part in sorted(parts.items()):
-            try:
-                with tarfile.open(part, "r:gz") as source:
-                    member = source.getmember(MANIFEST)
-                    expected = parse_manifest(source.extractfile(member).read().decode())
-                    seen = set()
-                    for info in source:
-                        if info.name == MANIFEST:
-                            continue
-                        renamed = _renamed(info, f"{host}/{info.name}")
-                        if info.isdir():
-                            volumes += info.name.count("/") == 1 and info.name.startswith("volumes/")
-                            joined.addfile(renamed)
-                            continue
-                        reader = _HashingReader(source.extractfile(info))
-                        joined.addfile(renamed, reader)  # streamed: volumes may be large
-                        digest = reader.hexdigest()
-                        if expected.get(info.name) != digest:
-                            raise ArchiveError(f"{host}: {info.name} does not match the checksum taken from "
-                                               "the volume; nothing was removed")
-                        seen.add(info.name)
-                        manifest_lines.append(f"{digest}  {host}/{info.name}\n")
-                    missing = set(expected) - seen
-                    if missing:
-                        raise ArchiveError(f"{host}: {len(missing)} file(s) of the volumes are missing from its "
-                                           f"archive (e.g. {sorted(missing)[0]}); nothing was removed")
-            except (tarfile.TarError, KeyError, OSError, EOFError, zlib.error) as exc:
-                tmp.unlink(missing_ok=True)
-                raise ArchiveError(f"{host}: its archive part cannot be read ({exc}); nothing was removed") from None
-            except ArchiveError:
-                tmp.unlink(missing_ok=True)
-                raise
-        data = "".join(manifest_lines).encode()
-        info = tarfile.TarInfo(MANIFEST)
-        info.size, info.mode = len(data), 0o644
-        joined.addfile(info, io.BytesIO(data))
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, out)
-    verified = verify(out)
-    return ArchiveSummary(out, verified, volumes, out.stat().st_size, _sha256(out.open("rb")))
+def fsync_path(path: Path) -> None:
+    """Flush a file, then its folder's entry for it: after this, a crash cannot lose it."""
+    for target, flags in ((path, os.O_RDONLY), (path.parent, os.O_RDONLY | os.O_DIRECTORY)):
+        fd = os.open(target, flags)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _part_index(host: str, part: Path) -> dict:
+    try:
+        with tarfile.open(part, "r:") as tar:
+            index = json.loads(tar.extractfile(tar.getmember(INDEX)).read())
+    except _READ_ERRORS as exc:
+        raise ArchiveError(f"{host}: its archive part cannot be read ({exc}); nothing was removed") from None
+    if not isinstance(index, dict) or not isinstance(index.get("students"), list):
+        raise ArchiveError(f"{host}: its archive part has no list of students; nothing was removed")
+    return index
 
 
 class _HashingReader:
@@ -108,30 +110,136 @@ class _HashingReader:
         self.digest.update(data)
         return data
 
-    def hexdigest(self) -> str:
-        return self.digest.hexdigest()
 
-
-def _renamed(info: tarfile.TarInfo, name: str) -> tarfile.TarInfo:
-    copy = tarfile.TarInfo(name)
-    copy.size, copy.mode, copy.mtime, copy.type = info.size, info.mode, info.mtime, info.type
-    copy.uid, copy.gid, copy.uname, copy.gname = info.uid, info.gid, info.uname, info.gname
-    return copy
-
-
-def verify(path: Path) -> int:
-    """Read the archive back from disk; every file must match the manifest. Returns the file count."""
+def join_parts(course: str, parts: dict[str, Path], out: Path, *, restore_part: Path | None = None,
+               restore_out: Path | None = None, hub: str | None = None) -> ArchiveSummary:
+    """Join the hosts' parts ({host: part.tar}) into `out`, check every student archive against its host's
+    sha256, keep the hub's data apart at `restore_out`, fsync both, then verify `out` read back from disk."""
+    if not parts:
+        raise ArchiveError("no host produced an archive part; nothing was removed")
+    made_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    top = out.name.removesuffix(".tar")
+    students: list[dict] = []
+    teaching: list[dict] = []
+    restore = None
+    if restore_part is not None:
+        if hub not in parts:
+            raise ArchiveError(f"the hub host {hub} produced no archive part; nothing was removed")
+        restore = _keep_restore(hub, _part_index(hub, parts[hub]), restore_part, restore_out)
+    tmp = out.with_name(out.name + ".part")
     try:
-        with tarfile.open(path, "r:gz") as tar:
-            expected = parse_manifest(tar.extractfile(tar.getmember(MANIFEST)).read().decode())
-            seen = 0
-            for info in tar:
-                if info.isfile() and info.name != MANIFEST:
-                    if expected.get(info.name) != _sha256(tar.extractfile(info)):
-                        raise ArchiveError(f"{path}: {info.name} does not match its checksum")
-                    seen += 1
-    except (tarfile.TarError, KeyError, OSError, EOFError, zlib.error) as exc:
-        raise ArchiveError(f"{path} cannot be read back ({exc}); nothing was removed") from None
-    if seen != len(expected):
-        raise ArchiveError(f"{path} holds {seen} files but its manifest lists {len(expected)}")
-    return seen
+        with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as joined:
+            names: set[str] = set()
+            for host, part in sorted(parts.items()):
+                index = _part_index(host, part)
+                try:
+                    with tarfile.open(part, "r:") as source:
+                        for entry in index["students"]:
+                            member = source.getmember(entry["file"])
+                            stem = Path(entry["file"]).name.removesuffix(".tar.gz")
+                            name = f"students/{stem}.tar.gz"
+                            if name in names:  # the same name on two hosts: both are kept
+                                name = f"students/{stem}@{host}.tar.gz"
+                            names.add(name)
+                            info = tarfile.TarInfo(f"{top}/{name}")
+                            info.size, info.mode, info.mtime = member.size, 0o600, member.mtime
+                            reader = _HashingReader(source.extractfile(member))
+                            joined.addfile(info, reader)  # streamed: a student's work may be large
+                            if reader.digest.hexdigest() != entry["sha256"]:
+                                raise ArchiveError(f"{host}: {entry['file']} changed between the host and here "
+                                                   "(sha256 differs); nothing was removed")
+                            students.append({**entry, "file": name, "host": host})
+                        for entry in index.get("teaching", []):  # the graded course's folders, on the hub
+                            teaching.append({**entry, "host": host})
+                            _copy_member(joined, source, entry, f"{top}/{entry['file']}", host)
+                except _READ_ERRORS as exc:
+                    raise ArchiveError(f"{host}: its archive part cannot be read ({exc}); nothing was removed") from None
+            index = {"format": FORMAT, "course": course, "made_at": made_at, "students": students,
+                     "teaching": teaching}
+            sums = "".join(f"{s['sha256']}  {s['file']}\n" for s in students + teaching)
+            for name, text in ((INDEX, json.dumps(index, indent=2, sort_keys=True) + "\n"), (SUMS, sums),
+                               ("README.txt", README.format(course=course, made_at=made_at))):
+                data = text.encode()
+                info = tarfile.TarInfo(f"{top}/{name}")
+                info.size, info.mode, info.mtime = len(data), 0o644, int(dt.datetime.now().timestamp())
+                joined.addfile(info, io.BytesIO(data))
+        os.chmod(tmp, 0o600)
+        fsync_path(tmp)
+        os.replace(tmp, out)
+        fsync_path(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    entries, count = verify(out)
+    return ArchiveSummary(out, entries, count, out.stat().st_size, sha256_file(out), restore)
+
+
+def _copy_member(joined: tarfile.TarFile, source: tarfile.TarFile, entry: dict, name: str, host: str) -> None:
+    """One archive of a host's part into the course archive, checked against the sha256 the host took."""
+    member = source.getmember(entry["file"])
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = member.size, 0o600, member.mtime
+    reader = _HashingReader(source.extractfile(member))
+    joined.addfile(info, reader)
+    if reader.digest.hexdigest() != entry["sha256"]:
+        raise ArchiveError(f"{host}: {entry['file']} changed between the host and here (sha256 differs); "
+                           "nothing was removed")
+
+
+def _keep_restore(host: str, index: dict, part: Path, out: Path | None) -> Path:
+    """The hub's data archive, checked against the hub host's sha256 and kept readable by the operator only."""
+    expected = index.get("restore") or {}
+    if not part.is_file() or sha256_file(part) != expected.get("sha256"):
+        raise ArchiveError(f"{host}: the hub's data archive is missing or differs from the host's; nothing was removed")
+    assert out is not None
+    out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(out.parent, 0o700)
+    tmp = out.with_name(out.name + ".part")
+    shutil.copyfile(part, tmp)
+    os.chmod(tmp, 0o600)
+    fsync_path(tmp)
+    os.replace(tmp, out)
+    fsync_path(out)
+    return out
+
+
+def verify(path: Path) -> tuple[int, int]:
+    """Read the course archive back from disk: every student archive is there, matches its sha256 and
+    reads to its end with as many entries as its host counted. Returns (entries, students)."""
+    try:
+        with tarfile.open(path, "r:") as tar:
+            members = {m.name.split("/", 1)[1]: m for m in tar if "/" in m.name}
+            index = json.loads(tar.extractfile(members[INDEX]).read())
+            sums = tar.extractfile(members[SUMS]).read().decode()
+            kept = index["students"] + index.get("teaching", [])
+            listed = {s["file"] for s in kept}
+            if set(line.split("  ", 1)[1] for line in sums.splitlines() if line) != listed:
+                raise ArchiveError(f"{path}: SHA256SUMS and index.json name different files")
+            stray = {name for name in members if name.startswith(("students/", "teaching/"))} - listed
+            if stray:
+                raise ArchiveError(f"{path}: {sorted(stray)[0]} is in the archive but not in its index")
+            entries = 0
+            for student in kept:
+                member = members.get(student["file"])
+                if member is None:
+                    raise ArchiveError(f"{path}: {student['file']} is missing")
+                if sha256_file_in(tar, member) != student["sha256"]:
+                    raise ArchiveError(f"{path}: {student['file']} does not match its sha256")
+                with tarfile.open(fileobj=tar.extractfile(member), mode="r|gz") as inner:
+                    count = sum(1 for _ in inner)
+                if count != student["entries"]:
+                    raise ArchiveError(f"{path}: {student['file']} holds {count} entries, its host archived "
+                                       f"{student['entries']}")
+                entries += count
+    except ArchiveError:
+        raise
+    except _READ_ERRORS as exc:
+        raise ArchiveError(f"{path} cannot be read back ({type(exc).__name__}: {exc}); nothing was removed") from None
+    return entries, len(index["students"])
+
+
+def sha256_file_in(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
+    digest = hashlib.sha256()
+    stream = tar.extractfile(member)
+    for block in iter(lambda: stream.read(1 << 20), b""):
+        digest.update(block)
+    return digest.hexdigest()

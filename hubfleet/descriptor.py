@@ -23,6 +23,7 @@ from pydantic import (
 
 from hubfleet.errors import FieldProblem, InvalidInput
 from hubfleet.inputs import MAX_SCALAR, read_yaml, show, text_problem
+from hubfleet.usernames import ADMIN_USER, is_reserved
 
 # Patterns are matched whole (fullmatch): `$` would let a trailing newline through.
 NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}[a-z0-9]")
@@ -96,6 +97,9 @@ def check_usernames(values: list[str]) -> list[str]:
     for v in values:
         if not USERNAME_RE.fullmatch(v):
             raise ValueError(f"{show(v)} is not a username — use lowercase letters, digits and . _ @ - (e.g. prof.smith)")
+        if is_reserved(v) and v != ADMIN_USER:
+            raise ValueError(f"{v!r} is reserved for the hub itself (hubfleet's accounts, services, system "
+                             "users) — name a person's account (docs/identity.md)")
     return values
 
 
@@ -220,6 +224,18 @@ class Lti13(Strict):
         "sub", description="id_token claim that becomes the username (sub, email, name...).", max_length=64
     )
     lms_origin: str | None = Field(None, description="Origin allowed to frame the hub.")
+    token_url: str | None = Field(
+        None, description="Platform's OAuth 2 access token URL (Moodle: /mod/lti/token.php). The hub signs its "
+        "token requests with the tool's key there, to send grades (AGS) and read the roster (NRPS): "
+        "needed with `grading:`.",
+    )
+
+    def grading_problem(self) -> tuple[str, str] | None:
+        """Why this login cannot send grades to the LMS: (field, message), or None."""
+        if self.token_url is None:
+            return ("authenticator.token_url", "grading sends scores to the LMS and reads its roster with an access "
+                    "token — give the platform's token URL (Moodle: https://moodle.example.edu/mod/lti/token.php)")
+        return None
 
     @field_validator("client_id")
     @classmethod
@@ -231,9 +247,11 @@ class Lti13(Strict):
     def _deployments(cls, v: list[str]) -> list[str]:
         return [check_ident(d, "deployment id") for d in v]
 
-    @field_validator("issuer", "authorize_url", "jwks_url")
+    @field_validator("issuer", "authorize_url", "jwks_url", "token_url")
     @classmethod
-    def _urls(cls, v: str, info) -> str:
+    def _urls(cls, v: str | None, info) -> str | None:
+        if v is None:
+            return None
         if len(v) > 2048:
             raise ValueError(f"is {len(v)} characters long — a URL fits in 2048")
         return check_url(v, field=info.field_name)
@@ -451,6 +469,27 @@ class Culling(Strict):
                          description="Stop servers older than this many seconds (0 = never; at most a year).")
 
 
+GRADING_TOOLS = ("nbgrader",)
+COURSE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class Grading(Strict):
+    """Assignments and grades: nbgrader's formgrader for teachers, an exchange across the course's hosts."""
+
+    tool: Literal["nbgrader"] = Field("nbgrader", description="The grading tool: nbgrader (the only one so far).")
+    course_id: str | None = Field(
+        None, description="nbgrader's course id (letters, digits, . _ -); the course's name when omitted.",
+    )
+
+    @field_validator("course_id")
+    @classmethod
+    def _course_id(cls, v: str | None) -> str | None:
+        if v is not None and not COURSE_ID_RE.match(v):
+            raise ValueError(f"{v!r} is not a course id — 1–64 letters, digits, dots, underscores and hyphens, "
+                             "starting with a letter or digit (e.g. stats-101)")
+        return v
+
+
 class Course(Strict):
     """One course, MOOC session or workshop: one JupyterHub."""
 
@@ -472,6 +511,35 @@ class Course(Strict):
         "plain HTTP is not offered.",
     )
     culling: Culling = Field(default_factory=Culling, description="Idle-server culling.")
+    grading: Grading | None = Field(
+        None, description="Assignments with nbgrader: teachers release, collect and grade in the formgrader, "
+        "students fetch and submit from their own server, grades go back to the LMS. "
+        "`grading: nbgrader` is short for `grading: {tool: nbgrader}`.",
+    )
+    ca_certificates: list[Path] = Field(
+        default_factory=list,
+        description="PEM files of certificate authorities every host of the course trusts besides the public "
+        "ones: an institution's own CA that signs its LMS, directory or grade service (the site file's "
+        "ca_certificates are added).",
+    )
+
+    @field_validator("grading", mode="before")
+    @classmethod
+    def _grading_shorthand(cls, v: Any) -> Any:
+        return {"tool": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _grading_login(self) -> "Course":
+        problem = getattr(self.authenticator, "grading_problem", None)
+        found = problem() if self.grading is not None and problem else None
+        if found:
+            raise ValueError(f"{found[0]}: {found[1]}")
+        return self
+
+    @property
+    def grading_course_id(self) -> str:
+        """nbgrader's course id: the descriptor's, else the course's name."""
+        return (self.grading.course_id if self.grading else None) or self.name
 
     @field_validator("name")
     @classmethod

@@ -10,8 +10,7 @@ import websocket
 
 from hubfleet.errors import HubfleetError
 from hubfleet.jupyter import HubClient, execute, trusting_session
-
-PROBE_USER = "hubfleet-probe"
+from hubfleet.usernames import PROBE_USER  # no identity maps to it: a student cannot be the probe
 
 
 @dataclass

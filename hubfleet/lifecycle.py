@@ -7,35 +7,30 @@ store's event log so another process can follow a long step.
 from __future__ import annotations
 
 import datetime as dt
-import string
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from hubfleet import ansible, course_image, peers, tls
+from hubfleet import ansible, course_image, peers, teaching, tls, trust
 from hubfleet.authenticators import ADMIN_USER, kind_of
-from hubfleet.archive import ArchiveSummary, join_parts
+from hubfleet.archive import ArchiveSummary, join_parts, sha256_file, verify
 from hubfleet.descriptor import Course, parse_recorded
 from hubfleet.errors import ArchiveError, HubfleetError, InvalidInput, ProvisionError
+from hubfleet.providers.docker import acme_local
 from hubfleet.health import PROBE_USER, Health, check
 from hubfleet.providers import Host, Provider, get_provider
 from hubfleet.site import Addresses, load_site_wide
 from hubfleet.sizing import Plan, load_catalogue, plan_course, spawn_limit_for
 from hubfleet.state import Instance, StateStore
+from hubfleet.usernames import spawner_escape
 
 Progress = Callable[[str, str], None]  # (kind, message)
 
 VOLUME_PREFIX = "hubfleet-user-"  # one volume per student: <prefix><username as DockerSpawner escapes it>
-
-
-def spawner_escaped(username: str) -> str:
-    """A username as DockerSpawner writes it into names: [a-z0-9] kept, anything else -XX (hex)."""
-    return "".join(c if c in string.ascii_lowercase + string.digits else f"-{ord(c):02x}" for c in username)
-
-
-PROBE_VOLUME = VOLUME_PREFIX + spawner_escaped(PROBE_USER)  # the health probe is not a student
+PROBE_VOLUME = VOLUME_PREFIX + spawner_escape(PROBE_USER)  # the health probe's: no student's name escapes to it
 
 
 @dataclass
@@ -114,6 +109,7 @@ def role_variables(course: Course, plan: Plan, hosts: list[Host], cores: float |
         "proxy_domain": course.domain,
         **(addresses or Addresses()).role_variables(),
         **kind_of(course).role_variables(course),
+        **teaching.role_variables(course),
         **tls.role_variables(course, hosts),
     }
 
@@ -123,6 +119,7 @@ def ensure_secrets(store: StateStore, course: Course) -> dict:
     return {
         "hub_service_token": store.ensure_secret(course.name, "hub-api-token", nbytes=32),
         **kind_of(course).ensure_secrets(store, course),
+        **teaching.ensure_secrets(store, course),
     }
 
 
@@ -132,6 +129,7 @@ def create_course(store: StateStore, course: Course, *, progress: Progress | Non
     """Descriptor to working hub; safe to run again on a live or half-made course."""
     started = time.monotonic()
     tls.check_files(course)  # an institution's certificate is checked before any host is touched
+    trust_variables = trust.role_variables(course, trust.site_ca_certificates(store.dir))  # and its own CAs
     existing = store.find(course.name)
     live = existing and existing.status != "archived"
     # A re-run keeps what `create --hosts/--flavors` or `scale` chose, unless told otherwise.
@@ -148,7 +146,7 @@ def create_course(store: StateStore, course: Course, *, progress: Progress | Non
         store.update(course.name, status="provisioning", error=None)
         try:
             result = _create(store, course, plan, record, probe, verbosity,
-                             {"flavors": str(flavors) if flavors else None, "hosts_wanted": hosts})
+                             {"flavors": str(flavors) if flavors else None, "hosts_wanted": hosts}, trust_variables)
         except HubfleetError as exc:
             store.update(course.name, status="failed", error=str(exc))
             record("failed", str(exc))
@@ -165,7 +163,7 @@ def course_inventory(store: StateStore, name: str, hosts: list[Host], provider: 
     return ansible.write_inventory(workdir, hosts, provider.inventory_vars(), workdir / "secrets" / "id_ed25519")
 
 
-def _create(store, course, plan, record, probe, verbosity, choices):
+def _create(store, course, plan, record, probe, verbosity, choices, trust_variables):
     workdir = store.instance_dir(course.name)
     provider = provider_for(store, course.name, course.provider, record)
     provider.domain = course.domain
@@ -192,7 +190,8 @@ def _create(store, course, plan, record, probe, verbosity, choices):
     ansible.write_course_variables(inventory, {
         **role_variables(course, plan, hosts, provider.cpu_cores(hosts), addresses=load_site_wide(store.dir).addresses),
         **image_variables,
-        **tls_variables})
+        **tls_variables,
+        **trust_variables})
     run = ansible.run_playbook("site.yml", workdir=workdir, inventory=inventory, secrets=secrets,
                                progress=record, verbosity=verbosity)
     record("ok", f"configured: {run.changed} change(s)")
@@ -374,34 +373,124 @@ def course_status(store: StateStore, name: str, *, probe: bool = True) -> Status
 
 def destroy_course(store: StateStore, name: str, *, archive: bool = True,
                    progress: Progress | None = None, verbosity: int = 0) -> ArchiveSummary | None:
-    """Archive the students' work, verify it, and only then remove every resource of the course."""
+    """Archive the students' work, verify it, and only then remove every resource of the course.
+
+    The steps are recorded in the course's outputs["destroy"], so a destroy cut off anywhere (kill -9
+    included) is run again and goes on where it stopped: an archive already verified is found and
+    recorded, not made twice, and hosts half removed are removed the rest of the way.
+    """
     with store.lock(name, "destroy"):
         instance = store.get(name)
         if instance.status == "archived":
             raise HubfleetError(f"course {name!r} is already archived: {instance.outputs.get('archive', '')}")
         record = _recorder(store, name, progress)
         provider = provider_for(store, name, instance.provider, record)
-        summary = None
-        if archive:
-            summary = _archive(store, instance, provider, record, verbosity)
-        store.update(name, status="destroying")
-        record("step", "removing hosts, volumes and networks")
-        provider.destroy_hosts()
-        left = provider.leftovers()
-        if left:
-            raise ProvisionError(f"{len(left)} resource(s) of {name} are still there: {', '.join(left)}",
-                                 hint="run destroy again; the archive is already saved")
-        store.remove_instance_files(name)
-        outputs = {**instance.outputs, "archive": summary.to_dict() if summary else None,
-                   "archived_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        outputs.pop("url", None)
-        store.update(name, status="archived", hosts=[], outputs=outputs)
+        if instance.status == "destroying":
+            step = (instance.outputs.get("destroy") or {}).get("step", "?")
+            record("info", f"an earlier destroy stopped while {step}: going on from there")
+        summary = _recorded_archive(store, instance, provider, record)
+        removing = (instance.outputs.get("destroy") or {}).get("step") == "removing"
+        if archive and summary is None and not removing:
+            summary = _archive_step(store, instance, provider, record, verbosity)
+        elif archive and summary is None:
+            record("info", "the earlier destroy had started removing hosts without an archive: finishing that")
+        _remove_step(store, name, provider, record, summary)
         record("ok", "destroyed" + (f"; archive at {summary.path}" if summary else " without an archive"))
         return summary
 
 
+def _set_step(store: StateStore, name: str, step: str, status: str = "destroying", **extra) -> Instance:
+    outputs = dict(store.get(name).outputs)
+    outputs["destroy"] = {**(outputs.get("destroy") or {}), "step": step,
+                          "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **extra}
+    return store.update(name, status=status, outputs=outputs)
+
+
+def _recorded_archive(store: StateStore, instance: Instance, provider: Provider,
+                      record: Progress) -> ArchiveSummary | None:
+    """The verified archive an earlier, cut-off destroy made: recorded, or written but not yet recorded."""
+    recorded = instance.outputs.get("archive")
+    if recorded:
+        summary = ArchiveSummary.from_dict(recorded)
+        if summary.path.is_file() and sha256_file(summary.path) == summary.sha256:
+            record("ok", f"archive already verified and recorded: {summary.path}")
+            return summary
+        problem = f"the recorded archive {summary.path} is missing or has changed since it was verified"
+        if {h["name"] for h in instance.hosts} - {h.name for h in provider.hosts()}:
+            raise ArchiveError(f"{problem}, and hosts are gone", hint="restore it from a backup of the "
+                               f"archive folder, or `hubfleet destroy {instance.name} --no-archive` to finish")
+        record("info", f"{problem}: archiving again")
+        return None
+    planned = (instance.outputs.get("destroy") or {}).get("archive_path")
+    if planned and Path(planned).is_file():
+        path = Path(planned)
+        try:
+            files, volumes = verify(path)
+        except ArchiveError as exc:
+            record("info", f"{path} was not finished ({exc.message}): archiving again")
+            return None
+        restore = Path((instance.outputs.get("destroy") or {}).get("restore_path") or "")
+        summary = ArchiveSummary(path, files, volumes, path.stat().st_size, sha256_file(path),
+                                 restore if restore.name and restore.is_file() else None)
+        store.update(instance.name, outputs={**store.get(instance.name).outputs, "archive": summary.to_dict()})
+        record("ok", f"archive written before the interruption verified and recorded: {path}")
+        return summary
+    return None
+
+
+def _archive_step(store: StateStore, instance: Instance, provider: Provider, record: Progress,
+                  verbosity: int) -> ArchiveSummary:
+    """Make the archive, verify it, fsync it and record it; if it fails the course is as it was."""
+    earlier = (instance.outputs.get("destroy") or {}).get("was")
+    was = earlier or (instance.status if instance.status != "destroying" else "ready")
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = store.archive_dir() / f"{instance.name}-{stamp}.tar"
+    restore = store.restore_dir() / f"{instance.name}-{stamp}.hub.tar.gz"
+    _set_step(store, instance.name, "archiving", was=was, archive_path=str(out), restore_path=str(restore))
+    try:
+        summary = _archive(store, instance, provider, record, verbosity, out, restore)
+    except ArchiveError as exc:
+        outputs = dict(store.get(instance.name).outputs)
+        outputs.pop("destroy", None)
+        store.update(instance.name, status=was, error=str(exc), outputs=outputs)
+        record("failed", str(exc))
+        raise
+    store.update(instance.name, outputs={**store.get(instance.name).outputs, "archive": summary.to_dict()})
+    _set_step(store, instance.name, "archived")
+    return summary
+
+
+def _remove_step(store: StateStore, name: str, provider: Provider, record: Progress,
+                 summary: ArchiveSummary | None) -> None:
+    _set_step(store, name, "removing")
+    record("step", "removing hosts, volumes and networks")
+    provider.destroy_hosts()
+    left = provider.leftovers()
+    if left:
+        raise ProvisionError(f"{len(left)} resource(s) of {name} are still there: {', '.join(left)}",
+                             hint="run destroy again" + ("; the archive is already saved" if summary else ""))
+    store.remove_instance_files(name)
+    outputs = dict(store.get(name).outputs)
+    outputs.update(archive=summary.to_dict() if summary else None,
+                   archived_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    outputs.pop("url", None)
+    outputs.pop("destroy", None)
+    instance = store.update(name, status="archived", hosts=[], outputs=outputs, error=None)
+    _release_embedded_acme(store, instance, record)
+
+
+def _release_embedded_acme(store: StateStore, gone: Instance, record: Progress) -> None:
+    """Stop the embedded ACME server, and remove its network, once no live course of this store uses it."""
+    if not acme_local.serves(gone.descriptor):
+        return
+    if any(acme_local.serves(other.descriptor) for other in store.all() if other.status != "archived"):
+        return
+    record("info", "no course uses the embedded ACME server any more: stopping it")
+    acme_local.stop_local_acme(store.dir)
+
+
 def _archive(store: StateStore, instance: Instance, provider: Provider, record: Progress,
-             verbosity: int) -> ArchiveSummary:
+             verbosity: int, out: Path, restore: Path) -> ArchiveSummary:
     hosts = provider.hosts()
     recorded = {h["name"] for h in instance.hosts}
     missing = recorded - {h.name for h in hosts}
@@ -415,22 +504,24 @@ def _archive(store: StateStore, instance: Instance, provider: Provider, record: 
                            hint=f"use `hubfleet destroy {instance.name} --no-archive` if there is nothing to save")
     workdir = store.instance_dir(instance.name)
     fetch_dir = workdir / "archive-parts"
+    shutil.rmtree(fetch_dir, ignore_errors=True)  # parts of a run cut off mid-way are not trusted
     fetch_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Archiving needs only what names the course's servers and volumes: no re-plan, which a changed
     # flavor list could refuse while students' work waits to be saved.
     variables = {"hub_course": instance.name, "hub_volume_prefix": VOLUME_PREFIX, "archive_exclude": PROBE_VOLUME,
                  "archive_fetch_dir": str(fetch_dir)}
     inventory = course_inventory(store, instance.name, hosts, provider)
-    record("step", "archiving the students' work on every host")
+    record("step", "archiving the students' work on every host (each student's archive is compared with the volume)")
     try:
         ansible.run_playbook("archive.yml", workdir=workdir, inventory=inventory, variables=variables,
                              progress=record, verbosity=verbosity)
     except ProvisionError as exc:
         raise ArchiveError(f"archiving failed, nothing was removed: {exc.message}", hint=exc.hint) from None
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = store.archive_dir() / f"{instance.name}-{stamp}.tar.gz"
-    summary = join_parts({h.name: fetch_dir / f"{h.name}.tar.gz" for h in hosts}, out)
-    record("ok", f"archive verified: {summary.files} files from {summary.volumes} volume(s), {out}")
+    hub = next(h.name for h in hosts if h.role == "hub")
+    summary = join_parts(instance.name, {h.name: fetch_dir / f"{h.name}.tar" for h in hosts}, out,
+                         restore_part=fetch_dir / "restore.tar.gz", restore_out=restore, hub=hub)
+    record("ok", f"archive verified: {summary.files} entries of {summary.volumes} student(s), {out}")
+    record("info", f"the hub's database and cookie secret (for the operator only): {restore}")
     return summary
 
 

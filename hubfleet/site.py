@@ -21,7 +21,7 @@ from hubfleet.descriptor import check_hostname, problems_from, read_yaml
 from hubfleet.errors import FieldProblem, InvalidInput
 
 SITE_ENV = "HUBFLEET_SITE_CONFIG"
-SITE_WIDE_KEYS = ("addresses", "docker")  # sections for every provider; the other fields are OpenStack's
+SITE_WIDE_KEYS = ("addresses", "docker", "ca_certificates")  # for every provider; the other fields are OpenStack's
 SITE_FILE = "site.yaml"
 # Keys that would put a credential into this file: it belongs in clouds.yaml.
 CREDENTIAL_KEYS = {"password", "auth", "application_credential_secret", "token", "secret", "os_password"}
@@ -224,6 +224,10 @@ class SiteWide(BaseModel):
 
     addresses: Addresses = Field(default_factory=Addresses, description="Ranges the hosts' engines and Swarms use.")
     docker: DockerSite = Field(default_factory=DockerSite, description="The Docker provider's hosts.")
+    ca_certificates: list[Path] = Field(
+        default_factory=list, max_length=50,
+        description="PEM files of authorities every host of every course trusts besides the public ones "
+        "(an LMS, LDAP server or registry behind the institution's own CA): hubfleet/trust.py, roles/trust.")
 
 
 def parse_site_wide(data: Any, *, source: str = SITE_FILE) -> SiteWide:

@@ -219,6 +219,13 @@ class StateStore:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         return path
 
+    def restore_dir(self) -> Path:
+        """What restoring a hub needs (its database, cookie secret): the operator's only, never the teacher's."""
+        path = self.dir / "restore"
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path, 0o700)
+        return path
+
     def secret_path(self, name: str, key: str) -> Path:
         return self.instance_dir(name) / "secrets" / key
 

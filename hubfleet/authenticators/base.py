@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from hubfleet.errors import FieldProblem, InvalidInput
+from hubfleet.usernames import ADMIN_USER, ReservedName, typed_username
+
 if TYPE_CHECKING:
     from hubfleet.descriptor import Course
     from hubfleet.state import Instance, StateStore
-
-ADMIN_USER = "admin"  # the operator's own account on every hub; never an LMS or directory identity
 
 
 class AuthKind:
@@ -33,7 +34,7 @@ class AuthKind:
         origin = getattr(auth, "lms_origin", None)
         return {
             "hub_auth_role": self.role,
-            "hub_admin_users": sorted({ADMIN_USER, *getattr(auth, "admin_users", [])}),
+            "hub_admin_users": self.hub_admin_users(getattr(auth, "admin_users", [])),
             "proxy_frame_ancestors": [origin] if origin else [],
             **self.own_variables(course),
         }
@@ -41,8 +42,43 @@ class AuthKind:
     def own_variables(self, course: "Course") -> dict:
         return {}
 
+    # --- who is who on the hub (hubfleet/usernames.py, docs/identity.md) ------------------------
+
+    def hub_username(self, identity: str) -> str:
+        """The hub username this kind's authenticator gives `identity` (on the hub, the same module decides).
+
+        Typed names by default (shared password, LDAP): case and outer spaces do not count; the
+        hub's own names raise ReservedName.
+        """
+        return typed_username(identity)
+
+    def hub_admin_users(self, admin_users: list[str]) -> list[str]:
+        """The operator's `admin` and the descriptor's admin users as hub usernames."""
+        names, problems = {ADMIN_USER}, []
+        for index, identity in enumerate(admin_users):
+            if identity == ADMIN_USER:
+                continue
+            try:
+                names.add(self.hub_username(identity))
+            except ReservedName:
+                problems.append(FieldProblem(f"authenticator.admin_users[{index}]",
+                                             f"{identity!r} is reserved for the hub itself — name a person's account"))
+        if problems:
+            raise InvalidInput(problems, source="descriptor")
+        return sorted(names)
+
     def ensure_secrets(self, store: "StateStore", course: "Course") -> dict:
         """The kind's secrets as role variables, created once and kept across re-runs."""
+        return {}
+
+    # --- grading (roles/grading) ------------------------------------------------------------
+
+    def grading_variables(self, course: "Course") -> dict:
+        """roles/grading's variables that depend on how people log in: where grades go (none here)."""
+        return {"grading_lms": "none"}
+
+    def grading_secrets(self, store: "StateStore", course: "Course") -> dict:
+        """Secrets the grades service needs to send scores to the LMS (none here)."""
         return {}
 
     # --- people ----------------------------------------------------------------------------

@@ -8,9 +8,11 @@ import json
 import re
 from typing import TYPE_CHECKING
 
-from hubfleet.authenticators.base import AuthKind
+from hubfleet.authenticators.base import ADMIN_USER, AuthKind
 from hubfleet.authenticators.form import lines, put
 from hubfleet.errors import HubfleetError
+from hubfleet.teaching import DEFAULT_GROUP, lms_role_table
+from hubfleet.usernames import hub_username
 
 if TYPE_CHECKING:
     from hubfleet.descriptor import Course
@@ -19,6 +21,10 @@ if TYPE_CHECKING:
 LTI11_KEY_SECRET = "lti11-key"
 LTI11_SECRET_SECRET = "lti11-secret"
 LTI13_TOOL_KEY_SECRET = "lti13-tool-key"
+OPERATOR_PASSWORD_SECRET = "admin-password"  # the same secret as the shared-password kind's admin
+OPERATOR_LOGIN_PATH = "/hub/operator-login"
+LAUNCH_BOOK = "/srv/jupyterhub/lms.sqlite"  # launches, roster and grade postings (the hub's data directory)
+TRUST_STORE = "/etc/ssl/certs/ca-certificates.crt"  # roles/trust makes it the hosts' one store
 
 LAUNCH_PATH_11 = "/hub/lti/launch"
 LOGIN_PATH_13 = "/hub/lti13/oauth_login"
@@ -35,6 +41,7 @@ class _LtiKind(AuthKind):
     role = "lti"
     from_lms = True
     version: str
+    secret_labels = {OPERATOR_PASSWORD_SECRET: "admin password (at /hub/operator-login)"}
 
     def own_variables(self, course: "Course") -> dict:
         origin = course.authenticator.lms_origin
@@ -44,10 +51,33 @@ class _LtiKind(AuthKind):
             "lti_frame_ancestors": [origin] if origin else [],
             # Inside an LMS iframe only SameSite=None; Secure cookies survive; every hub is HTTPS.
             "lti_secure_cookies": True,
+            "lti_lms_roles": lms_role_table(),
+            "lti_default_group": DEFAULT_GROUP,
+            "lti_launch_book": LAUNCH_BOOK if course.grading else "",
+            "lti_ca_bundle": TRUST_STORE,
         }
 
+    def ensure_secrets(self, store: "StateStore", course: "Course") -> dict:
+        # An LTI course has no log-in form: the operator's admin account has its own page and password.
+        return {"lti_operator_password": store.ensure_secret(course.name, OPERATOR_PASSWORD_SECRET, nbytes=32)}
+
+    def hub_username(self, identity: str) -> str:
+        """An LMS identity exactly as the LMS sends it: case, spaces and every character count."""
+        return hub_username(identity)
+
     def login_hints(self, course: "Course") -> list[str]:
-        return [f"students arrive from the LMS: `hubfleet lti-config {course.name}` prints what to enter there"]
+        return [f"students and teachers arrive from the LMS: `hubfleet lti-config {course.name}` prints what to "
+                "enter there (the LMS's roles make teachers)",
+                f"admin: user '{ADMIN_USER}' at {OPERATOR_LOGIN_PATH}, password from `hubfleet credentials "
+                f"{course.name}`"]
+
+    def grading_variables(self, course: "Course") -> dict:
+        return {"grading_lms": self.version, "grading_lms_roles": lms_role_table(),
+                "grading_default_group": DEFAULT_GROUP, "grading_username_key": course.authenticator.username_key,
+                "grading_ca_bundle": TRUST_STORE, **self.own_grading_variables(course)}
+
+    def own_grading_variables(self, course: "Course") -> dict:
+        return {}
 
     def teacher_hint(self) -> str:
         return "Students arrive from your LMS: paste the settings shown on the request's page into your course."
@@ -67,7 +97,8 @@ class Lti11Kind(_LtiKind):
     kind = "lti11"
     choice = "edX or Moodle, LTI 1.1"
     version = "1.1"
-    secret_labels = {LTI11_KEY_SECRET: "LTI 1.1 consumer key", LTI11_SECRET_SECRET: "LTI 1.1 consumer secret"}
+    secret_labels = {**_LtiKind.secret_labels, LTI11_KEY_SECRET: "LTI 1.1 consumer key",
+                     LTI11_SECRET_SECRET: "LTI 1.1 consumer secret"}
     form_prefix = "lti11"
     username_keys = LTI11_USERNAME_KEYS
 
@@ -85,7 +116,15 @@ class Lti11Kind(_LtiKind):
                                 "anyone could guess it", hint="give 16 characters or more, or write `generate`")
         if store.get_secret(course.name, LTI11_KEY_SECRET) != key:
             store.set_secret(course.name, LTI11_KEY_SECRET, key)  # shown by `credentials` beside the secret
-        return {"lti_consumer_secret": secret}
+        return {**super().ensure_secrets(store, course), "lti_consumer_secret": secret}
+
+    def own_grading_variables(self, course: "Course") -> dict:
+        return {"grading_consumer_key": consumer_key(course)}
+
+    def grading_secrets(self, store: "StateStore", course: "Course") -> dict:
+        # Basic Outcomes are signed with the consumer secret; the grades service keeps its own copy.
+        return {"grading_consumer_secret": store.get_secret(course.name, LTI11_SECRET_SECRET)
+                or self.ensure_secrets(store, course)["lti_consumer_secret"]}
 
     def _settings(self, store: "StateStore", course: "Course", url: str) -> dict[str, str]:
         secret = store.get_secret(course.name, LTI11_SECRET_SECRET)
@@ -103,6 +142,8 @@ class Lti11Kind(_LtiKind):
             "custom_parameter_to_open_a_notebook": f"next={NOTEBOOK_EXAMPLE}",
             "username_from": course.authenticator.username_key,
             "lms_origin": course.authenticator.lms_origin or "",
+            # Basic Outcomes: a graded activity names its nbgrader assignment; the launch says where its grade goes.
+            "custom_parameter_of_a_graded_activity": "assignment=<nbgrader assignment>" if course.grading else "",
         }
 
     def form_fields(self) -> tuple[str, ...]:
@@ -130,7 +171,17 @@ class Lti13Kind(_LtiKind):
 
     def ensure_secrets(self, store: "StateStore", course: "Course") -> dict:
         # Public, but derived from a secret the inventory builder never sees: it travels with the secrets.
-        return {"lti_tool_jwks": json.dumps(ensure_tool_keyset(store, course.name), sort_keys=True)}
+        return {**super().ensure_secrets(store, course),
+                "lti_tool_jwks": json.dumps(ensure_tool_keyset(store, course.name), sort_keys=True)}
+
+    def own_grading_variables(self, course: "Course") -> dict:
+        auth = course.authenticator
+        return {"grading_client_id": auth.client_id, "grading_token_url": auth.token_url or ""}
+
+    def grading_secrets(self, store: "StateStore", course: "Course") -> dict:
+        # The tool's private key signs its token requests; it goes to the grades service only.
+        ensure_tool_keyset(store, course.name)
+        return {"grading_tool_key": store.get_secret(course.name, LTI13_TOOL_KEY_SECRET)}
 
     def _settings(self, store: "StateStore", course: "Course", url: str) -> dict[str, str]:
         auth = course.authenticator
@@ -148,6 +199,9 @@ class Lti13Kind(_LtiKind):
             "platform_jwks_url": auth.jwks_url,
             "username_from": auth.username_key,
             "lms_origin": auth.lms_origin or "",
+            "services": ("IMS LTI Assignment and Grade Services: grade sync and column management; "
+                         "IMS LTI Names and Role Provisioning: retrieve members' information") if course.grading else "",
+            "platform_token_url": auth.token_url or "",
         }
 
     def form_fields(self) -> tuple[str, ...]:

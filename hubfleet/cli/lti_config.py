@@ -24,6 +24,9 @@ def _lines_11(cfg: dict[str, str]) -> list[str]:
         "",
         f"The hub names each student by the launch's {cfg['username_from']}"
         + (f"; it may be framed by {cfg['lms_origin']}." if cfg["lms_origin"] else "."),
+        *([f"Grades go back to each graded activity with the custom parameter "
+           f"{cfg['custom_parameter_of_a_graded_activity']} (edX: [\"assignment=ps1\"]), once the student "
+           "has launched it."] if cfg.get("custom_parameter_of_a_graded_activity") else []),
     ]
 
 
@@ -44,6 +47,10 @@ def _lines_13(cfg: dict[str, str]) -> list[str]:
         f"  Deployment ID(s):      {cfg['deployment_ids']}",
         f"  Authentication URL:    {cfg['platform_authorize_url']}",
         f"  Public keyset URL:     {cfg['platform_jwks_url']}",
+        *([f"  Access token URL:      {cfg['platform_token_url']}"] if cfg.get("platform_token_url") else []),
+        *(["", f"Grades and the class list (the course grades with nbgrader): in the tool's Services, {cfg['services']}.",
+           "An activity whose custom parameters say assignment=<nbgrader assignment> gets that assignment's grades."]
+          if cfg.get("services") else []),
         "",
         f"The hub names each student by the id_token's {cfg['username_from']} claim"
         + (f"; it may be framed by {cfg['lms_origin']}." if cfg["lms_origin"] else "."),

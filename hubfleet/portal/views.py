@@ -176,4 +176,5 @@ def download_archive(request_id: int):
     if path is None:
         abort(404, description="This course has no archive to download.")
     portal().db.audit(current_user().login, "download", request_id=row.id, detail=path.name)
-    return send_file(path, as_attachment=True, download_name=path.name, mimetype="application/gzip")
+    kind = "application/gzip" if path.name.endswith(".gz") else "application/x-tar"  # older archives were .tar.gz
+    return send_file(path, as_attachment=True, download_name=path.name, mimetype=kind)

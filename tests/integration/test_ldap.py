@@ -12,8 +12,9 @@ import secrets
 import subprocess
 
 import pytest
+import requests
 
-from hubfleet.jupyter import execute, login_with_password, start_own_server
+from hubfleet.jupyter import cookie_for, execute, login_with_password, start_own_server
 from tests.support.courses import (
     course_env,
     create_course,
@@ -32,6 +33,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 ALICE = Account("alice", "alice-" + secrets.token_urlsafe(12))  # in the course's group
 BOB = Account("bob", "bob-" + secrets.token_urlsafe(12))  # a directory user outside the group
+ADMIN = Account("admin", "admin-" + secrets.token_urlsafe(12))  # a directory account with the hub admin's name
 READER_PASSWORD = "reader-" + secrets.token_urlsafe(16)
 
 
@@ -44,7 +46,7 @@ def directory(tmp_path_factory):
     gateway = ensure_course_network(name, work)
     ca = TestCA(work / "ca")
     slapd = Slapd(work / "slapd", gateway, free_port(gateway), ca.issue("slapd", gateway), ca.path,
-                  members=[ALICE], others=[BOB], group="numerics", reader_password=READER_PASSWORD).start()
+                  members=[ALICE, ADMIN], others=[BOB], group="numerics", reader_password=READER_PASSWORD).start()
     env = course_env(work / "state", HUBFLEET_TEST_LDAP_READER=READER_PASSWORD)
     authenticator = {
         "kind": "ldap", "server_uri": slapd.uri, "starttls": True,
@@ -52,8 +54,8 @@ def directory(tmp_path_factory):
         "allowed_groups": [slapd.group_dn],
     }
     try:
-        course = create_course(env, write_descriptor(work, name, authenticator), name)
-        ca.trust_on_host(course.host)
+        # The directory's CA is the operator's to name once: roles/trust puts it in the hosts' one store.
+        course = create_course(env, write_descriptor(work, name, authenticator, ca_certificates=[str(ca.path)]), name)
         with reaching(course):  # every hub is HTTPS: its *.localhost name and the embedded ACME root
             yield course, slapd
     finally:
@@ -86,6 +88,18 @@ def test_wrong_password_and_users_outside_the_group_stay_out(directory):
     assert "User 'bob' not allowed" in log
     for secret in (ALICE.password, BOB.password, READER_PASSWORD):
         assert secret not in log, "no password may reach the hub's log"
+
+
+def test_a_directory_account_named_admin_is_refused_before_the_directory_is_asked(directory):
+    course, slapd = directory
+    browser = requests.Session()
+    browser.get(f"{course.url}/hub/login", timeout=30)
+    for name in ("admin", "Admin"):
+        refused = browser.post(f"{course.url}/hub/login", allow_redirects=False, timeout=30, data={
+            "username": name, "password": ADMIN.password, "_xsrf": cookie_for(browser, "_xsrf", "/hub/login") or ""})
+        assert refused.status_code == 403 and "reserved for the hub itself" in refused.text
+    assert f'BIND dn="{ADMIN.dn}"' not in slapd.log(), "the directory was never asked"
+    assert browser.get(f"{course.url}/hub/api/user", timeout=30).status_code in (401, 403)
 
 
 def test_the_hub_used_starttls_on_every_connection(directory):

@@ -7,12 +7,14 @@ names the problem, and the hub's log holds the refusal but never the secret.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from hubfleet.jupyter import execute, start_own_server
+from hubfleet.jupyter import execute, start_own_server, stop_own_server
+from hubfleet.usernames import hub_username, spawner_escape
 from tests.support.courses import error_message, hub_log, hubfleet, service_client
 from tests.support.lti11_consumer import launch_fields, sign
 
@@ -60,9 +62,9 @@ def test_edx_launch_lands_in_a_running_server_that_runs_code(lti11_course):
     print(f"edX launch to a kernel that ran code: {time.monotonic() - started:.1f} s")
 
 
-def test_moodle_launch_with_custom_next_opens_that_notebook_for_a_normalised_user(lti11_course):
+def test_moodle_launch_with_custom_next_opens_that_notebook_for_a_readable_user(lti11_course):
     student = lti11_course.session()
-    fields = launch_fields("Jane.Doe@Example.EDU", custom_next="/hub/user-redirect/lab/tree/intro.ipynb")
+    fields = launch_fields("jane.doe@example.edu", custom_next="/hub/user-redirect/lab/tree/intro.ipynb")
     first = launch(lti11_course, fields, style="moodle", session=student)
     assert first.status_code == 302, error_message(first)
     location = urlsplit(first.headers["Location"])
@@ -128,6 +130,64 @@ def test_bad_launches_are_refused_with_a_reason_and_logged_without_secrets(lti11
     assert secret not in log, "the consumer secret must never reach the log"
     assert "mallory" not in [user["name"] for user in service_client(course).users()], "no account for a refusal"
     assert tampered["oauth_signature"] not in log, "nor a launch's signature"
+
+
+def test_colliding_lms_names_land_on_distinct_users_with_distinct_servers(lti11_course):
+    """Folding case, accents or scripts would merge these people; each keeps an account and a server of their own."""
+    course = lti11_course
+    sessions, names = {}, {}
+    for identity in ("李 Wei", "王 Wei", "José García", "Josè Garcìa"):
+        sessions[identity] = course.session()
+        response = launch(course, launch_fields(identity), session=sessions[identity])
+        assert response.status_code == 302, error_message(response)
+        names[identity] = whoami(course, sessions[identity])
+        assert names[identity] == hub_username(identity)
+    assert len(set(names.values())) == 4
+    one, other = "李 Wei", "王 Wei"
+    for identity in (one, other):
+        start_own_server(sessions[identity], course.url, names[identity])
+        ran = execute(f"{course.url}/user/{names[identity]}", "import os; print(os.environ['JUPYTERHUB_USER'])",
+                      session=sessions[identity])
+        assert ran.output.strip() == names[identity], ran.error
+    peek = sessions[one].get(f"{course.url}/user/{names[other]}/api/contents", allow_redirects=False, timeout=30)
+    assert peek.status_code in (302, 403), f"{one} must not reach {other}'s server: {peek.status_code}"
+    services = subprocess.run(["docker", "exec", course.host, "docker", "service", "ls", "--format", "{{.Name}}"],
+                              capture_output=True, text=True, timeout=60).stdout.split()
+    assert {f"jupyter-{spawner_escape(names[one])}", f"jupyter-{spawner_escape(names[other])}"} <= set(services), \
+        "a Swarm service (and a volume) each"
+    for identity in (one, other):
+        stop_own_server(sessions[identity], course.url, names[identity])
+
+
+def test_a_launch_as_admin_gets_no_admin_rights(lti11_course):
+    for identity in ("ADMIN", "Admin_", "admin", "ａｄｍｉｎ"):
+        student = lti11_course.session()
+        response = launch(lti11_course, launch_fields(identity), session=student)
+        assert response.status_code == 302, error_message(response)
+        name = whoami(lti11_course, student)
+        assert name == hub_username(identity) and name.startswith("admin--"), name
+        listing = student.get(f"{lti11_course.url}/hub/api/users", timeout=30)
+        assert listing.status_code == 403, f"{identity} must not see the admin's view"
+    admins = [u["name"] for u in service_client(lti11_course).users() if u.get("admin")]
+    assert admins == ["admin"], admins
+
+
+def test_a_replay_right_after_a_hub_restart_is_refused(lti11_course):
+    course = lti11_course
+    captured = sign(course.extra["launch_url"], course.extra["consumer_key"], course.extra["consumer_secret"],
+                    launch_fields("restart-replayer"))
+    assert course.session().post(course.extra["launch_url"], data=captured, allow_redirects=False).status_code == 302
+    subprocess.run(["docker", "exec", course.host, "systemctl", "restart", "jupyterhub"], check=True, timeout=120)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if course.session().get(f"{course.url}/hub/api/", timeout=5).status_code == 200:
+                break
+        except Exception:  # noqa: BLE001 - the proxy answers 502/503 or not at all while the hub starts
+            pass
+        time.sleep(0.5)
+    replay = course.session().post(course.extra["launch_url"], data=captured, allow_redirects=False, timeout=30)
+    assert replay.status_code == 401 and "oauth_nonce was already used" in error_message(replay)
 
 
 def test_lti_posts_need_no_xsrf_token_while_the_hub_still_checks_it_elsewhere(lti11_course):

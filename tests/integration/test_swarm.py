@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import tarfile
 import time
 from pathlib import Path
 
@@ -27,10 +26,11 @@ from hubfleet.jupyter import cookie_for, execute, login_with_password, start_own
 from tests.conftest import EXAMPLES, future
 from tests.integration.cli_helpers import HUBFLEET, hubfleet, labelled
 from tests.integration.conftest import unique_course_name
+from tests.support.awkward import student_archive
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-COURSE = unique_course_name("t-swarm")  # other runs on this machine may run this module too
+COURSE = unique_course_name("t-swarm")  # unique per run: other runs may share this Docker engine
 WORKER = f"{COURSE}-worker-1"
 # One student per node: 2 GiB / 1.3 headroom - 0.5 GiB hub = 1 GiB on the hub host, 1.5 GiB elsewhere.
 FLAVORS = {"currency": "EUR", "docker": [{"name": "d.test", "vcpus": 2, "ram": "2Gi", "disk": "20Gi"}]}
@@ -202,13 +202,13 @@ def test_shrinking_refuses_while_the_worker_holds_a_student_volume(env, course):
     assert all(n["availability"] == "active" for n in nodes), "the paused worker takes students again"
 
 
-def test_destroy_archives_both_nodes(env, course):
+def test_destroy_archives_both_nodes(env, course, tmp_path):
     proc = hubfleet(env, "destroy", COURSE, "--yes")
     archive = Path(next(line.split()[1] for line in proc.stdout.splitlines() if line.startswith("archive:")))
-    with tarfile.open(archive) as tar:
-        names = tar.getnames()
-        for user, host in (("alice", f"{COURSE}-hub"), ("bob", WORKER)):
-            member = f"{host}/volumes/hubfleet-user-{user}/{user}.txt"
-            assert member in names, names
-            assert hashlib.sha256(tar.extractfile(member).read()).hexdigest() == course["files"][user]
+    for user, host in (("alice", f"{COURSE}-hub"), ("bob", WORKER)):
+        folder = tmp_path / user
+        folder.mkdir()
+        entry, extracted = student_archive(archive, user, folder)
+        assert entry["host"] == host and entry["volume"] == f"hubfleet-user-{user}"
+        assert hashlib.sha256((extracted / f"{user}.txt").read_bytes()).hexdigest() == course["files"][user]
     assert labelled(COURSE) == []

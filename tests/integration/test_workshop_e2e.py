@@ -1,7 +1,9 @@
 """End to end on the embedded default: the workshop example becomes a real hub on Docker hosts.
 
 One course for the whole module (CI time is precious); the tests run in file order and the
-last ones destroy it. Everything talks to 127.0.0.1 or to containers this run created.
+last ones destroy it: killed with SIGKILL at each of its steps and run again until it is done,
+then every awkward entry a student made is checked in the archive. Everything talks to 127.0.0.1
+or to containers this run created.
 """
 
 from __future__ import annotations
@@ -22,15 +24,18 @@ import yaml
 
 from hubfleet import tls
 from hubfleet.providers.docker import acme_local
-from hubfleet.jupyter import execute, login_with_password, start_own_server, stop_own_server
+from hubfleet.jupyter import cookie_for, execute, login_with_password, start_own_server, stop_own_server
 from hubfleet.state import StateStore
+from hubfleet.usernames import PROBE_USER, typed_username
 from tests.conftest import EXAMPLES, future
 from tests.integration.cli_helpers import HUBFLEET, hubfleet, labelled
+from tests.integration.conftest import unique_course_name
+from tests.support import awkward
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-COURSE = "t-workshop"
-SECOND = "t-second"
+COURSE = unique_course_name("t-workshop")  # unique per run: other runs may share this Docker engine
+SECOND = unique_course_name("t-second")
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +112,44 @@ def test_student_logs_in_runs_code_and_work_survives_restart(course):
     limits = execute(server, "print(open('/sys/fs/cgroup/memory/memory.limit_in_bytes').read())", session=student)
     assert int(limits.output.strip()) == 512 * 2**20
     course["alice_checksum"] = checksum
+    course["alice"] = student
+
+
+def test_a_student_makes_every_kind_of_entry_from_her_kernel(course):
+    """Names with a Latin-1 byte, a newline, U+2028; links, hard links, empty folders, modes, large and sparse files."""
+    made = execute(f"{course['url']}/user/alice", awkward.WRITE, session=course["alice"], timeout=300)
+    assert made.status == "ok", made.error
+    course["alice_awkward"] = json.loads(made.output)
+    assert len(course["alice_awkward"]) > 50
+
+
+def attempt_login(url: str, name: str, password: str) -> requests.Response:
+    session = requests.Session()
+    session.get(f"{url}/hub/login", timeout=30)
+    return session.post(f"{url}/hub/login", data={"username": name, "password": password,
+                                                   "_xsrf": cookie_for(session, "_xsrf", "/hub/login") or ""},
+                        allow_redirects=False, timeout=30)
+
+
+def test_the_hubs_own_names_are_refused_and_lookalikes_are_ordinary_students(course):
+    url, creds = course["url"], course["creds"]
+    for name in ("admin", "ADMIN", " Admin "):  # the operator's account: the admin password only
+        assert attempt_login(url, name, creds["shared-password"]).status_code == 403
+    for name in ("hubfleet-probe", PROBE_USER, "Hubfleet-Probe", "root", "idle-culler"):
+        refused = attempt_login(url, name, creds["shared-password"])
+        assert refused.status_code == 403 and "reserved for the hub itself" in refused.text, name
+    admin = login_with_password(url, "admin", creds["admin-password"])
+    assert admin.get(f"{url}/hub/api/users", timeout=30).status_code == 200
+    names = {}
+    for name in ("ａｄｍｉｎ", "José García", "Josè Garcìa", "JOSÉ GARCÍA"):
+        student = login_with_password(url, name, creds["shared-password"])
+        names[name] = student.get(f"{url}/hub/api/user", timeout=30).json()["name"]
+        assert names[name] == typed_username(name)
+        assert student.get(f"{url}/hub/api/users", timeout=30).status_code == 403, "no admin rights"
+    assert names["ａｄｍｉｎ"].startswith("admin--")
+    assert names["José García"] != names["Josè Garcìa"], "accents are not folded onto one account"
+    assert names["JOSÉ GARCÍA"] == names["José García"], "a typed name's case does not count"
+    course["lookalikes"] = sorted(set(names.values()))
 
 
 def test_rerun_converges_with_no_change(env, course):
@@ -179,21 +222,106 @@ def test_host_that_disappeared_is_reported_and_blocks_the_archive(env):
     assert labelled(SECOND) == []
 
 
-def test_destroy_archives_verifies_and_leaves_nothing(env, course):
-    proc = hubfleet(env, "destroy", COURSE, "--yes")
-    assert "archive verified" in proc.stderr
-    archive = Path(next(line.split()[1] for line in proc.stdout.splitlines() if line.startswith("archive:")))
+def descendants(pid: int) -> list[int]:
+    """Every process under `pid` (ansible-playbook and its ssh), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def destroy_killed_when(env, store, when, what: str) -> bool:
+    """Run `destroy`; SIGKILL it and everything it started once `when(instance, messages since it started)`
+    holds. False: it finished."""
+    before = max([event_id for event_id, *_ in store.events(COURSE)], default=0)
+    proc = subprocess.Popen([*HUBFLEET, "destroy", COURSE, "--yes"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            output = proc.stdout.read()
+            assert proc.returncode == 0, output
+            return False
+        instance = store.find(COURSE)
+        if instance is not None and when(instance, [m for _, _, _, m in store.events(COURSE, after_id=before)]):
+            for pid in [proc.pid, *descendants(proc.pid)]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            proc.wait(30)
+            print(f"killed destroy {what}")
+            return True
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"destroy neither finished nor reached the point {what} in time")
+
+
+def step(instance) -> str:
+    return (instance.outputs.get("destroy") or {}).get("step", "")
+
+
+def test_destroy_killed_at_each_step_finishes_with_the_archive_recorded(env, course):
+    store = StateStore(Path(env["HUBFLEET_STATE_DIR"]))
+    started = time.monotonic()
+    archiving_task = "Archive each student's volume, compare it with the volume, and gather them in the host's part"
+
+    assert destroy_killed_when(env, store, lambda i, new: step(i) == "archiving" and archiving_task in new,
+                               "while the host archives")
+    assert store.get(COURSE).status == "destroying" and not store.get(COURSE).outputs.get("archive")
+    assert labelled(COURSE), "nothing removed"
+    assert destroy_killed_when(env, store, lambda i, new: bool(i.outputs.get("archive")), "once the archive is recorded")
+    recorded = store.get(COURSE).outputs["archive"]
+    assert destroy_killed_when(env, store, lambda i, new: "removing hosts, volumes and networks" in new,
+                               "while removing the hosts")
+    assert not destroy_killed_when(env, store, lambda i, new: False, "never"), "the last run finishes"
+    instance = store.get(COURSE)
+    assert instance.status == "archived" and instance.outputs["archive"] == recorded
+    print(f"destroy, killed three times, done in {time.monotonic() - started:.0f} s")
+    course["archive"] = recorded
+
+
+def test_the_archive_holds_every_entry_byte_for_byte_and_no_hub_secret(env, course, tmp_path):
+    recorded = course["archive"]
+    archive = Path(recorded["path"])
+    assert archive.stat().st_mode & 0o777 == 0o600
     with tarfile.open(archive) as tar:
         names = tar.getnames()
-        manifest = tar.extractfile("MANIFEST.sha256").read().decode()
-        member = next(n for n in names if n.endswith("hubfleet-user-alice/results.txt"))
-        data = tar.extractfile(member).read()
-    assert hashlib.sha256(data).hexdigest() == course["alice_checksum"]
-    assert f"{course['alice_checksum']}  {member}" in manifest
-    assert any(n.endswith("hub/jupyterhub.sqlite") for n in names)
-    assert not any("hubfleet-probe" in n for n in names), "the probe user is not a student"
+        top = names[0].split("/")[0]
+        index = json.loads(tar.extractfile(f"{top}/index.json").read())
+    users = {s["user"] for s in index["students"]}
+    assert "alice" in users and set(course["lookalikes"]) & users == set(), "no server, no volume"
+    assert PROBE_USER not in users and not any("probe" in n for n in names), "the probe is not a student"
+    assert not any("sqlite" in n or "cookie" in n for n in names), "the hub's database stays with the operator"
+    alice, extracted = awkward.student_archive(archive, "alice", tmp_path)
+    assert alice["sockets_skipped"] == [f"{awkward.FOLDER}/kernel.sock"]
+    assert awkward.manifest(extracted / awkward.FOLDER) == course["alice_awkward"], "every entry, byte for byte"
+    results = (extracted / "results.txt").read_bytes()
+    assert hashlib.sha256(results).hexdigest() == course["alice_checksum"]
+    sparse = os.stat(extracted / awkward.FOLDER / "sparse.img")
+    assert sparse.st_size == 256 * 2**20 and sparse.st_blocks * 512 < 2**20, "sparse in the archive too"
+    restore = Path(recorded["restore"])
+    assert restore.stat().st_mode & 0o777 == 0o600 and restore.parent.stat().st_mode & 0o777 == 0o700
+    with tarfile.open(restore) as tar:
+        assert "jupyterhub/jupyterhub.sqlite" in tar.getnames()
+
+
+def test_everything_is_gone_and_the_embedded_acme_server_stopped(env, course):
     assert labelled(COURSE) == []
     store = StateStore(Path(env["HUBFLEET_STATE_DIR"]))
-    assert store.get(COURSE).status == "archived"
     assert not (store.dir / "instances" / COURSE).exists(), "keys and secrets are removed"
     assert json.loads(hubfleet(env, "list", "--json").stdout) == []
+    network = acme_local.network_name(store.dir)
+    assert subprocess.run(["docker", "network", "inspect", network], capture_output=True).returncode != 0
+    directory = acme_local.acme_dir(store.dir)
+    assert acme_local._pid(directory, "pebble") is None and acme_local._pid(directory, "challtestsrv") is None

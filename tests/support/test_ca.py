@@ -1,15 +1,14 @@
-"""A throwaway certificate authority for the test peers (LTI 1.3 platform, slapd) and a way to make a hub trust it.
+"""A throwaway certificate authority for the test peers (LTI 1.3 platform, slapd).
 
 The peers listen on the course network's gateway address, so their certificates name that IP.
-The hub's host trusts the CA the way an institution's hosts trust its own CA: through the
-system trust store (update-ca-certificates), which Python's ssl and ldap3 read by default.
+The hub's hosts trust the CA the way an institution's hosts trust its own CA: the descriptor
+names it (`ca_certificates`) and roles/trust puts it in every host's one system store.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-TRUST_PATH = "/usr/local/share/ca-certificates/hubfleet-test-ca.crt"
 
 
 @dataclass(frozen=True)
@@ -75,9 +73,3 @@ class TestCA:
                                                serialization.NoEncryption()))
         key_path.chmod(0o600)
         return ServerCertificate(cert_path, key_path)
-
-    def trust_on_host(self, container: str) -> None:
-        """Add the CA to a host container's system trust store (as an institution's CA would be)."""
-        subprocess.run(["docker", "exec", "-i", container, "sh", "-c",
-                        f"cat > {TRUST_PATH} && update-ca-certificates >/dev/null"],
-                       input=self.pem, check=True, capture_output=True, timeout=60)

@@ -124,8 +124,22 @@ def test_lti11_secret_is_generated_once_and_key_recorded(course, store):
 def test_lti11_secret_from_the_environment(course, store, monkeypatch):
     monkeypatch.setenv("EDX_LTI_SECRET", "s3cret-from-the-environment")
     secrets = ensure_secrets(store, course({**LTI11, "secret": "env:EDX_LTI_SECRET", "consumer_key": "edx-key"}))
-    assert secrets == {"lti_consumer_secret": "s3cret-from-the-environment"}
+    assert set(secrets) == {"lti_consumer_secret", "lti_operator_password"}
+    assert secrets["lti_consumer_secret"] == "s3cret-from-the-environment"
     assert store.get_secret("workshop", "lti11-key") == "edx-key"
+
+
+@pytest.mark.parametrize("auth", [LTI11, LTI13], ids=["lti11", "lti13"])
+def test_an_lti_course_has_an_operator_account_apart_from_the_lms(course, store, auth):
+    c = course(auth)
+    secrets = ensure_secrets(store, c)
+    assert len(secrets["lti_operator_password"]) >= 40
+    assert ensure_secrets(store, c)["lti_operator_password"] == secrets["lti_operator_password"], "kept on re-runs"
+    assert store.get_secret("workshop", "admin-password") == secrets["lti_operator_password"]
+    assert "admin-password" in secret_labels()
+    hints = kind_of(c).login_hints(c)
+    assert any("/hub/operator-login" in hint and "credentials workshop" in hint for hint in hints)
+    assert secrets["lti_operator_password"] not in " ".join(hints)
 
 
 def test_lti11_refuses_a_guessable_secret_without_echoing_it(course, store, monkeypatch):

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from hubfleet.ansible import unsafe_yaml
+from hubfleet.teaching import lms_role_table
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTILE = "odd \"q\" \\ 'single' $HOME {{ 7 * 7 }} {% raw %} # not a comment é 😀"
@@ -33,6 +34,9 @@ class Lazy(dict):
 
     def append(self, item):
         self.setdefault("appended", []).append(item)
+
+    def extend(self, items):
+        self.setdefault("extend", []).extend(items)
 
 
 class Section:
@@ -74,14 +78,17 @@ def defaults(role: str) -> dict:
     return yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text()) or {}
 
 
+TEACHING = {"lti_lms_roles": lms_role_table(), "lti_default_group": "students", "lti_launch_book": "",
+            "lti_ca_bundle": "/etc/ssl/certs/ca-certificates.crt", "lti_operator_password": SECRET}
 LTI11 = {"lti_version": "1.1", "lti_consumer_key": HOSTILE, "lti_consumer_secret": SECRET,
          "lti_username_key": "lis_person_sourcedid", "lti_frame_ancestors": ["https://courses.edx.org"],
-         "lti_secure_cookies": True, "lti_timestamp_window": 300}
+         "lti_secure_cookies": True, "lti_timestamp_window": 300, **TEACHING}
 LTI13 = {"lti_version": "1.3", "lti_issuer": "https://moodle.example.edu", "lti_client_ids": ["tool-7", HOSTILE],
          "lti_deployment_ids": ["1"], "lti_username_key": "sub",
          "lti_authorize_url": "https://moodle.example.edu/mod/lti/auth.php",
          "lti_jwks_url": "https://moodle.example.edu/mod/lti/certs.php", "lti_frame_ancestors": [],
-         "lti_secure_cookies": False, "lti_timestamp_window": 300}
+         "lti_secure_cookies": False, "lti_timestamp_window": 300, **TEACHING,
+         "lti_launch_book": "/srv/jupyterhub/lms.sqlite"}
 LDAP = {"ldap_server_address": "ldap.example.edu", "ldap_server_port": 389, "ldap_tls_strategy": "before_bind",
         "ldap_bind_dn_templates": [], "ldap_lookup_dn": True, "ldap_search_user": "cn=hub,dc=example,dc=edu",
         "ldap_search_password": SECRET, "ldap_search_base": "ou=people,dc=example,dc=edu",
@@ -191,6 +198,7 @@ def test_lti11_snippet_reads_the_secret_from_its_private_file_and_frames_for_the
     assert c.JupyterHub.values["authenticator_class"] == "hubfleet_lti.HubfleetLTI11Authenticator"
     lti = c.HubfleetLTI11Authenticator.values
     assert lti["consumers"] == {HOSTILE: SECRET} and lti["username_key"] == "lis_person_sourcedid"
+    assert lti["nonce_file"] == "/srv/jupyterhub/lti-nonces.sqlite", "nonces outlive a hub restart"
     assert c.Authenticator.values["allow_all"] is True
     csp = "frame-ancestors 'self' https://courses.edx.org"  # exactly what roles/proxy sends
     settings = c.JupyterHub.values["tornado_settings"]
@@ -229,7 +237,7 @@ def test_ldap_snippet_verifies_the_directory_and_keeps_the_password_out(rendered
     assert secrets_file(rendered["ldap-search"]) == {"search_password": SECRET}
     c = run_snippet(rendered["ldap-search"] / "auth.py")
     ldap = c.LDAPAuthenticator.values
-    assert c.JupyterHub.values["authenticator_class"] == "ldapauthenticator.LDAPAuthenticator"
+    assert c.JupyterHub.values["authenticator_class"] == "hubfleet_ldap.HubfleetLDAPAuthenticator"
     assert ldap["tls_strategy"] == "before_bind" and ldap["tls_kwargs"] == {"validate": ssl.CERT_REQUIRED}
     assert ldap["lookup_dn"] is True and ldap["lookup_dn_search_password"] == SECRET
     assert ldap["lookup_dn_user_dn_attribute"] == "uid"
@@ -251,7 +259,7 @@ def test_shared_password_snippet_reads_both_passwords_unchanged_from_its_private
     assert task.get("no_log") is True, "the passwords never reach Ansible's output"
     assert secrets_file(rendered["shared"]) == {"user": SECRET, "admin": "s3cret-é-" + "x" * 32}
     c = run_snippet(rendered["shared"] / "auth.py")
-    assert c.JupyterHub.authenticator_class == "shared-password"
+    assert c.JupyterHub.authenticator_class == "hubfleet_shared_password.HubfleetSharedPasswordAuthenticator"
     assert c.SharedPasswordAuthenticator.user_password == SECRET
     assert c.SharedPasswordAuthenticator.admin_password == "s3cret-é-" + "x" * 32
 
@@ -279,3 +287,25 @@ def test_hub_config_quotes_every_value_escapes_the_title_and_reads_the_token_fro
 def test_nginx_values_are_checked_before_the_site_is_written(rendered):
     assert rendered["proxy-good"] is False
     assert rendered["proxy-bad"] is True, "a quote in a frame ancestor would end nginx's string"
+
+
+def test_the_operators_password_is_written_unchanged_where_only_the_hub_reads_it():
+    task = role_task("lti", "Keep the operator's password where only the hub reads it", "config.yml")
+    assert task["no_log"] is True and task["ansible.builtin.copy"]["mode"] == "0600"
+    assert task["ansible.builtin.copy"]["content"] == "{{ lti_operator_password }}"
+
+
+@pytest.mark.parametrize("case, book", [("lti11", ""), ("lti13", "/srv/jupyterhub/lms.sqlite")])
+def test_lti_snippet_lets_the_launch_roles_decide_the_groups(rendered, case, book):
+    c = run_snippet(rendered[case] / "auth.py")
+    assert c.Authenticator.values["manage_groups"] is True, "groups follow the LMS at every launch (demotion too)"
+    teaching = c.TeachingMixin.values
+    assert teaching["lms_roles"] == lms_role_table() and [g for g, _ in teaching["lms_roles"]] == ["teachers", "students"]
+    assert teaching["default_group"] == "students" and teaching["launch_book"] == book
+    assert teaching["operator_password_file"] == str(rendered[case] / "conf.d" / "operator-password")
+
+
+def test_lti13_trusts_the_platform_through_the_one_store_and_keeps_nonces_on_disk(rendered):
+    lti = run_snippet(rendered["lti13"] / "auth.py").HubfleetLTI13Authenticator.values
+    assert lti["ca_bundle"] == "/etc/ssl/certs/ca-certificates.crt", "the platform is trusted through the one store"
+    assert lti["nonce_file"] == "/srv/jupyterhub/lti-nonces.sqlite"

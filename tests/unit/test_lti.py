@@ -26,9 +26,9 @@ LTI13 = {"kind": "lti13", "issuer": "https://moodle.example.edu", "client_id": "
 def state(tmp_path, workshop_data):
     store = StateStore(tmp_path / "state")
 
-    def add(authenticator: dict, *, url: str | None = URL, name: str = "queues") -> StateStore:
+    def add(authenticator: dict, *, url: str | None = URL, name: str = "queues", **extra) -> StateStore:
         data = copy.deepcopy(workshop_data)
-        data.update(name=name, authenticator=authenticator)
+        data.update(name=name, authenticator=authenticator, **extra)
         course = parse_course(data)
         store.upsert(name, provider="docker", descriptor=course.model_dump(mode="json"))
         kind_of(course).ensure_secrets(store, course)
@@ -105,3 +105,16 @@ def test_cli_errors_exit_non_zero(state):
 def test_help_teaches_by_example(state):
     result = run(state(LTI11), "lti-config", "--help")
     assert result.exit_code == 0 and "Example" in result.output
+
+
+def test_a_graded_course_tells_the_lms_administrator_about_grades_and_the_class_list(state):
+    graded = {**LTI13, "token_url": "https://moodle.example.edu/mod/lti/token.php"}
+    store = state(graded, grading="nbgrader")
+    text = run(store, "lti-config", "queues").output
+    assert "Access token URL:      https://moodle.example.edu/mod/lti/token.php" in text
+    assert "Assignment and Grade Services" in text and "Names and Role Provisioning" in text
+    assert "assignment=<nbgrader assignment>" in text
+    plain = lti_config(state(LTI13, name="plain"), "plain")
+    assert plain["services"] == "" and plain["platform_token_url"] == ""
+    edx = run(state(LTI11, grading="nbgrader", name="edx"), "lti-config", "edx").output
+    assert 'custom parameter assignment=<nbgrader assignment> (edX: ["assignment=ps1"])' in edx

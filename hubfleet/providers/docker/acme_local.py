@@ -124,6 +124,19 @@ def ensure_local_acme(state_dir: Path, progress=lambda message: None) -> LocalAc
     return server
 
 
+def serves(descriptor: dict) -> bool:
+    """Whether a course (its recorded descriptor) gets its certificate from the embedded ACME server.
+
+    A record without `tls` (made before every hub was HTTPS) gets its provider's default: on Docker
+    hosts, this server.
+    """
+    descriptor = descriptor or {}
+    tls = descriptor.get("tls")
+    if tls is None:
+        return descriptor.get("provider", "docker") == "docker"
+    return isinstance(tls, dict) and tls.get("acme_server") == "local"
+
+
 def stop_local_acme(state_dir: Path) -> None:
     """Stop this state dir's pebble and DNS and remove their network; what is on disk stays."""
     directory = acme_dir(state_dir)

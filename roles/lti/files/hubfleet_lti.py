@@ -5,9 +5,10 @@ from upstream, and why (docs/authenticators.md has the long form):
 
 LTI 1.1
 - A nonce is good once per consumer, whatever timestamp it is signed with, and is remembered until
-  no launch carrying it could still be accepted; it is recorded only once the signature is valid: upstream keys them in a 35-entry TTL cache by timestamp, so a
-  launch stamped in the future could be replayed once its cache entry expired, and an unsigned
-  request could burn a real launch's nonce.
+  no launch carrying it could still be accepted, on disk (hubfleet_nonces.py), so a hub restart
+  does not reopen it; it is recorded only once the signature is valid: upstream keys them in a
+  35-entry TTL cache by timestamp, so a launch stamped in the future could be replayed once its
+  cache entry expired, and an unsigned request could burn a real launch's nonce.
 - Every parameter (query and body, repeated ones too) enters the signature base string.
 - The launch field that names the user must be present: upstream silently falls back to user_id,
   which would give one person two accounts when the LMS's privacy settings change.
@@ -20,6 +21,9 @@ LTI 1.3
 - A tool keyset is served at /hub/lti13/jwks (the platform asks for its URL at registration).
 
 Both
+- The hub username is hubfleet_usernames.hub_username of the identity exactly as the LMS sent it:
+  readable when it can be, never merged with another identity, never the admin or the probe
+  (docs/identity.md). Upstream lowercases it, so `ADMIN` became the hub's `admin`.
 - Refusals are 401 (not authenticated: signature, key, time, nonce) or 403 (authenticated but
   unusable: message type, deployment, no username), with a message that names the field and
   never a secret.
@@ -34,7 +38,6 @@ import hashlib
 import hmac
 import re
 import time
-import unicodedata
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
@@ -54,13 +57,17 @@ from ltiauthenticator.lti13.handlers import (
     _serialize_state,
     get_nonce,
 )
+from hubfleet_nonces import NonceStore
+from hubfleet_usernames import hub_username
 from ltiauthenticator.lti13.validator import LTI13LaunchValidator
 from oauthlib.oauth1.rfc5849 import signature
 from tornado.httputil import url_concat
 from tornado.web import HTTPError
 from traitlets import Dict, Int, Set, Unicode
 
-USERNAME_MAX_LENGTH = 64
+import hubfleet_lms as lms
+from hubfleet_teaching import TeachingMixin
+
 OAUTH_REQUIRED = ("oauth_consumer_key", "oauth_signature_method", "oauth_timestamp", "oauth_nonce",
                   "oauth_signature")
 LTI11_MESSAGE_TYPE = "basic-lti-launch-request"
@@ -73,40 +80,29 @@ def refuse(status: int, reason: str) -> HTTPError:
     return HTTPError(status, reason.replace("%", "%%"))  # tornado %-formats log messages
 
 
-def normalize_lms_username(raw: str) -> str:
-    """An LMS identifier as a JupyterHub username: lowercase, [a-z0-9._@-], at most 64 characters.
-
-    The same alphabet as the descriptor's usernames, so an e-mail address stays readable.
-
-    Idempotent, so JupyterHub may apply it again to names it already holds (admins, the probe).
-    """
-    name = unicodedata.normalize("NFKC", raw).casefold()
-    name = re.sub(r"[^a-z0-9._@-]+", "-", name).strip("-._@")
-    if len(name) > USERNAME_MAX_LENGTH:
-        digest = hashlib.sha256(raw.encode()).hexdigest()[:8]  # keeps long, similar ids apart
-        name = name[: USERNAME_MAX_LENGTH - 9].rstrip("-._@") + "-" + digest
-    return name
+def lms_user(identity: object, field: str) -> str:
+    """The hub username of the identity the launch names in `field`; refused when there is none."""
+    if isinstance(identity, int) and not isinstance(identity, bool):
+        identity = str(identity)  # a numeric sub claim
+    if not isinstance(identity, str) or not identity.strip():
+        raise refuse(403, f"the launch has no {field}, so the hub cannot tell who you are: "
+                          "the LMS must send it (check the tool's privacy settings)")
+    return hub_username(identity)
 
 
-class ReplayGuard:
-    """Values seen before, each remembered until its own expiry: a nonce is good once."""
+NONCE_FILE_HELP = "SQLite file keeping launch nonces across hub restarts (in memory when empty)."
 
-    def __init__(self, limit: int = 500_000):
-        self.limit = limit
-        self._expiry: dict[object, float] = {}
-        self._next_prune = 0.0
 
-    def seen_before(self, value: object, expires_at: float) -> bool:
-        now = time.time()
-        if now >= self._next_prune or len(self._expiry) >= self.limit:
-            self._expiry = {k: t for k, t in self._expiry.items() if t > now}
-            self._next_prune = now + 60
-        if len(self._expiry) >= self.limit:
-            return True  # full of live nonces: refuse rather than forget one
-        if self._expiry.get(value, 0) > now:
-            return True
-        self._expiry[value] = expires_at
-        return False
+class NonceFile:
+    """The authenticator's nonce store on disk (its nonce_file trait), opened at the first launch."""
+
+    _nonce_store: NonceStore | None = None
+
+    @property
+    def nonces(self) -> NonceStore:
+        if self._nonce_store is None:
+            self._nonce_store = NonceStore(self.nonce_file)
+        return self._nonce_store
 
 
 class LaunchRedirect(BaseHandler):
@@ -162,22 +158,19 @@ def signed_parameters(request) -> list[tuple[str, str]]:
         raise refuse(401, "not an LTI launch: the form is not valid URL-encoded text") from None
 
 
-class HubfleetLTI11Authenticator(LTI11Authenticator):
+class HubfleetLTI11Authenticator(TeachingMixin, NonceFile, LTI11Authenticator):
     """LTI 1.1 launches signed with HMAC-SHA1 by edX, Moodle and other consumers."""
 
     username_key = Unicode("user_id", config=True, help="Launch field that names the user.")
+    nonce_file = Unicode("", config=True, help=NONCE_FILE_HELP)
     timestamp_window = Int(
         300, config=True,
         help="Seconds a launch's oauth_timestamp may differ from the hub's clock (LMS clocks drift).",
     )
 
-    _nonces = ReplayGuard()
-
     def get_handlers(self, app):
-        return [("/lti/launch", HubfleetLTI11LaunchHandler), ("/lti11/config", LTI11ConfigHandler)]
-
-    def normalize_username(self, username):
-        return super().normalize_username(normalize_lms_username(username))
+        return [("/lti/launch", HubfleetLTI11LaunchHandler), ("/lti11/config", LTI11ConfigHandler),
+                *self.teaching_handlers()]
 
     async def authenticate(self, handler, data=None):
         request = handler.request
@@ -211,18 +204,15 @@ class HubfleetLTI11Authenticator(LTI11Authenticator):
                               "was changed on the way")
         # Keyed without the timestamp: a nonce is good once for as long as any launch carrying it could
         # be accepted, so re-signing it one second later (or a slow first launch) does not reopen it.
-        nonce_key = (args["oauth_consumer_key"], args["oauth_nonce"])
-        if self._nonces.seen_before(nonce_key, time.time() + 2 * self.timestamp_window + 1):
+        nonce_key = "\0".join(("1.1", args["oauth_consumer_key"], args["oauth_nonce"]))
+        if self.nonces.seen_before(nonce_key, time.time() + 2 * self.timestamp_window + 1):
             raise refuse(401, "oauth_nonce was already used: a replayed launch")
         if args.get("lti_message_type") != LTI11_MESSAGE_TYPE:
             raise refuse(403, f"lti_message_type must be {LTI11_MESSAGE_TYPE}")
-        username = args.get(self.username_key, "").strip()
-        if not username:
-            raise refuse(403, f"the launch has no {self.username_key}, so the hub cannot tell who you are: "
-                              "the LMS must send it (check the tool's privacy settings)")
-        if not normalize_lms_username(username):
-            raise refuse(403, f"{self.username_key} has no letter or digit to make a username from")
-        return {"name": username, "auth_state": {k: v for k, v in args.items() if not k.startswith("oauth_")}}
+        username = lms_user(args.get(self.username_key), self.username_key)
+        group = self.group_of(args.get("roles"))
+        return self.teaching_model(username, {k: v for k, v in args.items() if not k.startswith("oauth_")}, group,
+                                   lms.launch_from_lti11(username, args, group))
 
 
 # --- LTI 1.3 --------------------------------------------------------------------------------
@@ -320,7 +310,8 @@ class HubfleetLTI13CallbackHandler(LaunchRedirect, LTI13CallbackHandler):
             raise refuse(403, "unknown deployment_id: add it to the descriptor's deployment_ids")
         if not nonce_state or not hmac.compare_digest(get_nonce(nonce_state).encode(), str(claims["nonce"]).encode()):
             raise refuse(401, "nonce does not match this browser's login: start again from the LMS")
-        if auth.nonces.seen_before(claims["nonce"], float(claims["exp"]) + auth.time_leeway + 1):
+        nonce_key = "\0".join(("1.3", str(claims["nonce"])))
+        if auth.nonces.seen_before(nonce_key, float(claims["exp"]) + auth.time_leeway + 1):
             raise refuse(401, "nonce was already used: a replayed launch")
         return claims
 
@@ -333,7 +324,7 @@ class HubfleetLTI13KeysetHandler(BaseHandler):
         self.write(self.authenticator.tool_jwks)
 
 
-class HubfleetLTI13Authenticator(LTI13Authenticator):
+class HubfleetLTI13Authenticator(TeachingMixin, NonceFile, LTI13Authenticator):
     """LTI 1.3 launches: OIDC login initiation, then an RS256 id_token checked against the platform's JWKS."""
 
     login_handler = HubfleetLTI13LoginInitHandler
@@ -342,43 +333,40 @@ class HubfleetLTI13Authenticator(LTI13Authenticator):
 
     username_key = Unicode("sub", config=True, help="id_token claim (or custom_NAME) that names the user.")
     deployment_ids = Set(Unicode(), config=True, help="Accepted deployment ids; any when empty.")
+    nonce_file = Unicode("", config=True, help=NONCE_FILE_HELP)
     time_leeway = Int(30, config=True, help="Seconds of clock drift allowed on exp, iat and nbf.")
     jwks_cache_seconds = Int(300, config=True, help="How long the platform's keyset is cached.")
+    ca_bundle = Unicode("/etc/ssl/certs/ca-certificates.crt", config=True,
+                        help="The host's one trust store, which the platform's certificate must chain to.")
     tool_jwks = Dict(config=True, help="The tool's public keyset, served at /hub/lti13/jwks.")
 
-    nonces = ReplayGuard()
-    _jwks_client: jwt.PyJWKClient | None = None
+    _platform_keys: lms.PlatformKeys | None = None
 
     def get_handlers(self, app):
-        return [*super().get_handlers(app), ("/lti13/jwks", HubfleetLTI13KeysetHandler)]
-
-    def normalize_username(self, username):
-        return super().normalize_username(normalize_lms_username(username))
+        return [*super().get_handlers(app), ("/lti13/jwks", HubfleetLTI13KeysetHandler), *self.teaching_handlers()]
 
     async def signing_key(self, token: str):
-        """The platform's key for this token, from its JWKS (fetched in a thread, cached)."""
-        if self._jwks_client is None:
-            self._jwks_client = jwt.PyJWKClient(self.jwks_endpoint, cache_keys=True, lifespan=self.jwks_cache_seconds,
-                                                timeout=10)
+        """The platform's key for this token, from its JWKS (fetched in a thread, cached; fetched again at
+        once for a key id it lacks, so a launch right after the platform rotates its key is accepted)."""
+        if self._platform_keys is None:
+            self._platform_keys = lms.PlatformKeys(self.jwks_endpoint, verify=self.ca_bundle,
+                                                   lifespan=self.jwks_cache_seconds)
         try:
-            found = await asyncio.to_thread(self._jwks_client.get_signing_key_from_jwt, token)
-        except jwt.PyJWKClientConnectionError:
-            self.log.error("cannot fetch the platform's keyset from %s", self.jwks_endpoint)
-            raise refuse(503, "the hub cannot reach the platform's keyset (JWKS) right now: try again") from None
-        except jwt.PyJWKClientError:
-            raise refuse(401, "id_token is signed with a key (kid) the platform's keyset does not have") from None
+            kid = jwt.get_unverified_header(token).get("kid")
+            return await asyncio.to_thread(self._platform_keys.signing_key, kid)
         except jwt.PyJWTError:
             raise refuse(401, "id_token header cannot be read") from None
-        return found.key
+        except lms.UnknownKey:
+            raise refuse(401, "id_token is signed with a key (kid) the platform's keyset does not have") from None
+        except lms.LmsError as exc:
+            self.log.error("cannot fetch the platform's keyset from %s: %s", self.jwks_endpoint, exc.message)
+            raise refuse(503, "the hub cannot reach the platform's keyset (JWKS) right now: try again") from None
 
     async def authenticate(self, handler, data=None):
         claims = data or {}
         source, key = claims, self.username_key
         if key.startswith("custom_"):
             source, key = claims.get(LTI13_CUSTOM_CLAIM) or {}, key[len("custom_"):]
-        username = str(source.get(key) or "").strip()
-        if not username:
-            raise refuse(403, f"the id_token has no {self.username_key}, so the hub cannot tell who you are")
-        if not normalize_lms_username(username):
-            raise refuse(403, f"{self.username_key} has no letter or digit to make a username from")
-        return {"name": username, "auth_state": claims}
+        username = lms_user(source.get(key), self.username_key)
+        group = self.group_of(claims.get(lms.LTI_CLAIM + "roles"))
+        return self.teaching_model(username, claims, group, lms.launch_from_lti13(username, claims, group))

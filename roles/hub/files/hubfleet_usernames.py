@@ -1,0 +1,1 @@
+../../../hubfleet/usernames.py
