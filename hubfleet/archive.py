@@ -158,7 +158,11 @@ def join_parts(course: str, parts: dict[str, Path], out: Path, *, restore_part: 
         fsync_path(out)
     finally:
         tmp.unlink(missing_ok=True)
-    entries, count = verify(out)
+    try:
+        entries, count = verify(out)
+    except ArchiveError:
+        out.unlink(missing_ok=True)  # never leave an archive that failed its check where one is expected
+        raise
     return ArchiveSummary(out, entries, count, out.stat().st_size, sha256_file(out), restore)
 
 

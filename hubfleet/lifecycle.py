@@ -415,6 +415,8 @@ def _archive_step(store: StateStore, instance: Instance, provider: Provider, rec
     try:
         summary = _archive(store, instance, provider, record, verbosity, out, restore)
     except ArchiveError as exc:
+        for unfinished in (out, restore):  # nothing points at them any more
+            unfinished.unlink(missing_ok=True)
         outputs = dict(store.get(instance.name).outputs)
         outputs.pop("destroy", None)
         store.update(instance.name, status=was, error=str(exc), outputs=outputs)
