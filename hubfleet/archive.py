@@ -12,9 +12,11 @@ teacher:
     <course>-<stamp>/teaching/course.tar.gz   a graded course's nbgrader folder: gradebook, assignments,
                                               submissions, feedback (and teaching/exchange.tar.gz)
 
-It holds the students' work only: the hub's database and cookie secret (what restoring the hub
-needs) go to a separate archive readable by the operator only. Everything is fsynced before the
-caller may remove anything.
+It holds the students' work only. The operator's file (restore/<course>-<stamp>.hub.tar, mode
+0600) holds what restoring the hub needs and no teacher may see: hub-data.tar.gz (the hub's
+database and cookie secret) and secrets/<user>.tar.gz (Jupyter's secrets found in that student's
+volume: the server's cookie secret and token, kernels' keys, the notebook-trust key). Everything
+is fsynced before the caller may remove anything.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import tarfile
 import zlib
 from dataclasses import dataclass
@@ -113,93 +114,155 @@ class _HashingReader:
 
 def join_parts(course: str, parts: dict[str, Path], out: Path, *, restore_part: Path | None = None,
                restore_out: Path | None = None, hub: str | None = None) -> ArchiveSummary:
-    """Join the hosts' parts ({host: part.tar}) into `out`, check every student archive against its host's
-    sha256, keep the hub's data apart at `restore_out`, fsync both, then verify `out` read back from disk."""
+    """Join the hosts' parts ({host: part.tar}) into the teacher's archive `out`, checking every student
+    archive against its host's sha256; put the hub's data (`restore_part`) and Jupyter's secrets of the
+    volumes in the operator's file `restore_out`; fsync both, then read `out` back from disk."""
     if not parts:
         raise ArchiveError("no host produced an archive part; nothing was removed")
+    indexes = {host: _part_index(host, part) for host, part in sorted(parts.items())}
+    restore = None
+    if restore_part is not None and restore_out is not None:
+        if hub not in parts:
+            raise ArchiveError(f"the hub host {hub} produced no archive part; nothing was removed")
+        restore = _write_restore(course, parts, indexes, hub, restore_part, restore_out)
     made_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     top = out.name.removesuffix(".tar")
     students: list[dict] = []
-    teaching: list[dict] = []
-    restore = None
-    if restore_part is not None:
-        if hub not in parts:
-            raise ArchiveError(f"the hub host {hub} produced no archive part; nothing was removed")
-        restore = _keep_restore(hub, _part_index(hub, parts[hub]), restore_part, restore_out)
+    teaching: list[dict] = []  # a graded course's gradebook and exchange, from the hub
+    _write_private_tar(out, lambda joined: _join_students(joined, top, parts, indexes, students, teaching),
+                       lambda joined: [
+        (f"{top}/{INDEX}", json.dumps({"format": FORMAT, "course": course, "made_at": made_at, "students": students,
+                                       "teaching": teaching}, indent=2, sort_keys=True) + "\n"),
+        (f"{top}/{SUMS}", "".join(f"{s['sha256']}  {s['file']}\n" for s in students + teaching)),
+        (f"{top}/README.txt", README.format(course=course, made_at=made_at))])
+    try:
+        entries, count = verify(out)
+    except ArchiveError:
+        out.unlink(missing_ok=True)  # never leave an archive that failed its check where one is expected
+        raise
+    return ArchiveSummary(out, entries, count, out.stat().st_size, sha256_file(out), restore)
+
+
+def _join_students(joined: tarfile.TarFile, top: str, parts: dict[str, Path], indexes: dict[str, dict],
+                   students: list[dict], teaching: list[dict]) -> None:
+    names: set[str] = set()
+    for host, part in sorted(parts.items()):
+        with _reading(host, part) as source:
+            for entry in indexes[host]["students"]:
+                name = _unique(names, "students", entry["file"], host)
+                _copy_checked(source, entry["file"], joined, f"{top}/{name}", entry["sha256"], host)
+                students.append({**{k: v for k, v in entry.items() if k != "secrets"}, "file": name, "host": host})
+            for entry in indexes[host].get("teaching", []):  # the graded course's folders, on the hub
+                _copy_checked(source, entry["file"], joined, f"{top}/{entry['file']}", entry["sha256"], host)
+                teaching.append({**entry, "host": host})
+
+
+def _write_restore(course: str, parts: dict[str, Path], indexes: dict[str, dict], hub: str, restore_part: Path,
+                   out: Path) -> Path:
+    """The operator's file: the hub's data directory, and each volume's Jupyter secrets, checked against the
+    hosts' sha256s; readable by the operator only."""
+    expected = indexes[hub].get("restore") or {}
+    if not restore_part.is_file() or sha256_file(restore_part) != expected.get("sha256"):
+        raise ArchiveError(f"{hub}: the hub's data archive is missing or differs from the host's; nothing was removed")
+    out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(out.parent, 0o700)
+    top = out.name.removesuffix(".tar")
+    files = [{"file": "hub-data.tar.gz", "sha256": expected["sha256"], "what": "the hub's data directory"}]
+
+    def content(kit: tarfile.TarFile) -> None:
+        kit.add(restore_part, arcname=f"{top}/hub-data.tar.gz", recursive=False)
+        names: set[str] = set()
+        for host, part in sorted(parts.items()):
+            with _reading(host, part) as source:
+                for entry in indexes[host]["students"]:
+                    secrets = entry.get("secrets")
+                    if secrets:
+                        name = _unique(names, "secrets", secrets["file"], host)
+                        _copy_checked(source, secrets["file"], kit, f"{top}/{name}", secrets["sha256"], host)
+                        files.append({"file": name, "sha256": secrets["sha256"], "user": entry.get("user"),
+                                      "volume": entry["volume"], "host": host, "paths": entry.get("kept_apart", []),
+                                      "what": "Jupyter's secrets in the student's volume"})
+
+    _write_private_tar(out, content, lambda kit: [
+        (f"{top}/{INDEX}", json.dumps({"format": FORMAT, "course": course, "files": files}, indent=2) + "\n"),
+        (f"{top}/{SUMS}", "".join(f"{f['sha256']}  {f['file']}\n" for f in files))])
+    _verify_sums(out)
+    return out
+
+
+def _write_private_tar(out: Path, content, texts) -> None:
+    """Write a plain tar readable by its owner only, atomically, and fsync it (file and folder)."""
     tmp = out.with_name(out.name + ".part")
     try:
-        with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as joined:
-            names: set[str] = set()
-            for host, part in sorted(parts.items()):
-                index = _part_index(host, part)
-                try:
-                    with tarfile.open(part, "r:") as source:
-                        for entry in index["students"]:
-                            member = source.getmember(entry["file"])
-                            stem = Path(entry["file"]).name.removesuffix(".tar.gz")
-                            name = f"students/{stem}.tar.gz"
-                            if name in names:  # the same name on two hosts: both are kept
-                                name = f"students/{stem}@{host}.tar.gz"
-                            names.add(name)
-                            info = tarfile.TarInfo(f"{top}/{name}")
-                            info.size, info.mode, info.mtime = member.size, 0o600, member.mtime
-                            reader = _HashingReader(source.extractfile(member))
-                            joined.addfile(info, reader)  # streamed: a student's work may be large
-                            if reader.digest.hexdigest() != entry["sha256"]:
-                                raise ArchiveError(f"{host}: {entry['file']} changed between the host and here "
-                                                   "(sha256 differs); nothing was removed")
-                            students.append({**entry, "file": name, "host": host})
-                        for entry in index.get("teaching", []):  # the graded course's folders, on the hub
-                            teaching.append({**entry, "host": host})
-                            _copy_member(joined, source, entry, f"{top}/{entry['file']}", host)
-                except _READ_ERRORS as exc:
-                    raise ArchiveError(f"{host}: its archive part cannot be read ({exc}); nothing was removed") from None
-            index = {"format": FORMAT, "course": course, "made_at": made_at, "students": students,
-                     "teaching": teaching}
-            sums = "".join(f"{s['sha256']}  {s['file']}\n" for s in students + teaching)
-            for name, text in ((INDEX, json.dumps(index, indent=2, sort_keys=True) + "\n"), (SUMS, sums),
-                               ("README.txt", README.format(course=course, made_at=made_at))):
+        with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
+            content(tar)
+            for name, text in texts(tar):
                 data = text.encode()
-                info = tarfile.TarInfo(f"{top}/{name}")
+                info = tarfile.TarInfo(name)
                 info.size, info.mode, info.mtime = len(data), 0o644, int(dt.datetime.now().timestamp())
-                joined.addfile(info, io.BytesIO(data))
+                tar.addfile(info, io.BytesIO(data))
         os.chmod(tmp, 0o600)
         fsync_path(tmp)
         os.replace(tmp, out)
         fsync_path(out)
     finally:
         tmp.unlink(missing_ok=True)
-    entries, count = verify(out)
-    return ArchiveSummary(out, entries, count, out.stat().st_size, sha256_file(out), restore)
 
 
-def _copy_member(joined: tarfile.TarFile, source: tarfile.TarFile, entry: dict, name: str, host: str) -> None:
-    """One archive of a host's part into the course archive, checked against the sha256 the host took."""
-    member = source.getmember(entry["file"])
+class _reading:
+    """A host's part opened for reading; any failure to read it is an ArchiveError naming the host."""
+
+    def __init__(self, host: str, part: Path):
+        self.host, self.part = host, part
+
+    def __enter__(self) -> tarfile.TarFile:
+        try:
+            self.tar = tarfile.open(self.part, "r:")
+        except _READ_ERRORS as exc:
+            raise ArchiveError(f"{self.host}: its archive part cannot be read ({exc}); nothing was removed") from None
+        return self.tar
+
+    def __exit__(self, kind, exc, tb) -> None:
+        self.tar.close()
+        if exc is not None and isinstance(exc, _READ_ERRORS):
+            raise ArchiveError(f"{self.host}: its archive part cannot be read ({exc}); nothing was removed") from None
+
+
+def _unique(names: set[str], folder: str, file: str, host: str) -> str:
+    stem = Path(file).name.removesuffix(".tar.gz")
+    name = f"{folder}/{stem}.tar.gz"
+    if name in names:  # the same name on two hosts: both are kept
+        name = f"{folder}/{stem}@{host}.tar.gz"
+    names.add(name)
+    return name
+
+
+def _copy_checked(source: tarfile.TarFile, member_name: str, target: tarfile.TarFile, name: str, sha256: str,
+                  host: str) -> None:
+    """Stream one archive from a host's part into `target`, refusing it unless its sha256 is the host's."""
+    member = source.getmember(member_name)
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime = member.size, 0o600, member.mtime
     reader = _HashingReader(source.extractfile(member))
-    joined.addfile(info, reader)
-    if reader.digest.hexdigest() != entry["sha256"]:
-        raise ArchiveError(f"{host}: {entry['file']} changed between the host and here (sha256 differs); "
+    target.addfile(info, reader)  # streamed: a student's work may be large
+    if reader.digest.hexdigest() != sha256:
+        raise ArchiveError(f"{host}: {member_name} changed between the host and here (sha256 differs); "
                            "nothing was removed")
 
 
-def _keep_restore(host: str, index: dict, part: Path, out: Path | None) -> Path:
-    """The hub's data archive, checked against the hub host's sha256 and kept readable by the operator only."""
-    expected = index.get("restore") or {}
-    if not part.is_file() or sha256_file(part) != expected.get("sha256"):
-        raise ArchiveError(f"{host}: the hub's data archive is missing or differs from the host's; nothing was removed")
-    assert out is not None
-    out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(out.parent, 0o700)
-    tmp = out.with_name(out.name + ".part")
-    shutil.copyfile(part, tmp)
-    os.chmod(tmp, 0o600)
-    fsync_path(tmp)
-    os.replace(tmp, out)
-    fsync_path(out)
-    return out
+def _verify_sums(path: Path) -> None:
+    """Read a file of archives back from disk: every file its index names is there with its sha256."""
+    try:
+        with tarfile.open(path, "r:") as tar:
+            members = {m.name.split("/", 1)[1]: m for m in tar if "/" in m.name}
+            index = json.loads(tar.extractfile(members[INDEX]).read())
+            for entry in index["files"]:
+                if entry["file"] not in members or sha256_file_in(tar, members[entry["file"]]) != entry["sha256"]:
+                    raise ArchiveError(f"{path}: {entry['file']} is missing or does not match its sha256")
+    except ArchiveError:
+        raise
+    except _READ_ERRORS as exc:
+        raise ArchiveError(f"{path} cannot be read back ({type(exc).__name__}: {exc}); nothing was removed") from None
 
 
 def verify(path: Path) -> tuple[int, int]:

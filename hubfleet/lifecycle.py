@@ -445,11 +445,13 @@ def _archive_step(store: StateStore, instance: Instance, provider: Provider, rec
     was = earlier or (instance.status if instance.status != "destroying" else "ready")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = store.archive_dir() / f"{instance.name}-{stamp}.tar"
-    restore = store.restore_dir() / f"{instance.name}-{stamp}.hub.tar.gz"
+    restore = store.restore_dir() / f"{instance.name}-{stamp}.hub.tar"
     _set_step(store, instance.name, "archiving", was=was, archive_path=str(out), restore_path=str(restore))
     try:
         summary = _archive(store, instance, provider, record, verbosity, out, restore)
     except ArchiveError as exc:
+        for unfinished in (out, restore):  # nothing points at them any more
+            unfinished.unlink(missing_ok=True)
         outputs = dict(store.get(instance.name).outputs)
         outputs.pop("destroy", None)
         store.update(instance.name, status=was, error=str(exc), outputs=outputs)

@@ -11,11 +11,13 @@ servers are stopped. For each volume:
 3. `tar --compare` cannot see what the archive lacks, so the archive's entries are listed and
    matched, both ways and by kind, against GNU find's walk of the volume.
 
-A failure names the volume and the entry, and exits non-zero: nothing is removed. The student
-archives then go into PART (a plain tar) with index.json (sha256, size, entries of each), so the
-controller checks what it fetched. With --restore, the hub's data directory (database, cookie
-secret: what restoring the hub needs, which the teacher's archive must not hold) goes into a
-separate, verified archive for the operator.
+Jupyter's own secrets in the home volume (the server's cookie secret and token, kernels' keys,
+the notebook-trust key: RUNTIME_SECRETS) are written by Jupyter, not the student, and must not
+reach the teacher: they go into a second archive per student, verified the same way, for the
+operator. A failure names the volume and the entry, and exits non-zero: nothing is removed. The
+archives then go into PART (a plain tar: students/, secrets/) with index.json (sha256, size,
+entries of each), so the controller checks what it fetched. With --restore, the hub's data
+directory (database, cookie secret) goes into a separate, verified archive for the operator.
 
 With --teaching NAME=DIR (the hub host of a graded course), the teachers' own folders (nbgrader's
 course directory with its gradebook, the exchange) are archived and verified the same way.
@@ -42,6 +44,11 @@ TAR_CREATE = ["tar", "--create", "--format=gnu", "--sparse", "--numeric-owner", 
 FIND_KINDS = {"d": "directory", "f": "file", "l": "symlink", "p": "fifo", "c": "character device",
               "b": "block device", "s": "socket"}
 SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,127}")
+# Written into the home volume by Jupyter, not by the student: the server's cookie secret and token,
+# kernels' connection keys, the notebook-trust key. Kept for the operator, never given to the teacher.
+RUNTIME_SECRETS = [re.compile(p) for p in (rb"\.local/share/jupyter/runtime", rb"\.local/share/jupyter/notebook_secret",
+                                           rb"\.local/share/jupyter/nbsignatures\.db",
+                                           rb"\.ipython/profile_[^/]*/security")]
 
 
 class Refused(Exception):
@@ -122,11 +129,11 @@ def tar_problem(proc: subprocess.CompletedProcess) -> str:
     return "; ".join(ascii(line)[1:-1] for line in lines[:3]) + (f" (+{len(lines) - 3} more)" if len(lines) > 3 else "")
 
 
-def archive_volume(name: str, mount: str, target: str) -> dict:
-    """Write and verify one student's archive at `target`; returns what index.json says of it."""
-    volume = walk(mount)
-    sockets = sorted(path for path, kind in volume.items() if kind == "socket")
-    made = subprocess.run([*TAR_CREATE, "--file", target, "--directory", mount, "."], capture_output=True)
+def write_and_check(mount: str, target: str, members: list, wanted: dict[bytes, str], excludes: list) -> int:
+    """GNU tar writes `members` of the volume to `target`, reads it back against the volume, and its
+    entries must be exactly `wanted` (by path and kind). Returns the archive's number of entries."""
+    made = subprocess.run([*TAR_CREATE, "--file", target, "--directory", mount, *excludes, "--", *members],
+                          capture_output=True)
     if made.returncode != 0:
         raise Refused(f"GNU tar could not archive it: {tar_problem(made)}")
     compared = subprocess.run(["tar", "--compare", "--gzip", "--file", target, "--directory", mount],
@@ -136,7 +143,6 @@ def archive_volume(name: str, mount: str, target: str) -> dict:
         detail = "; ".join(ascii(d)[1:-1] for d in differences[:3]) or tar_problem(compared)
         raise Refused(f"the archive read back differs from the volume: {detail}")
     archived, count = listed(target)
-    wanted = {path: kind for path, kind in volume.items() if kind != "socket"}  # tar keeps no sockets: no data
     missing = sorted(set(wanted) - set(archived))
     extra = sorted(set(archived) - set(wanted))
     changed = sorted(p for p in set(wanted) & set(archived) if wanted[p] != archived[p])
@@ -145,13 +151,34 @@ def archive_volume(name: str, mount: str, target: str) -> dict:
         if paths:
             raise Refused(f"{len(paths)} entr{'y is' if len(paths) == 1 else 'ies are'} {what}: "
                           + ", ".join(shown(p) for p in paths[:3]))
+    return count
+
+
+def archive_volume(name: str, mount: str, target: str, secrets_target: str | None = None) -> dict:
+    """Write and verify one student's archive at `target`, and Jupyter's secrets of the volume apart at
+    `secrets_target` (when it has any; a teachers' folder, given none, is archived whole); returns what
+    index.json says of them."""
+    volume = walk(mount)
+    sockets = sorted(path for path, kind in volume.items() if kind == "socket")
+    roots = sorted(p for p in volume if secrets_target and any(pattern.fullmatch(p) for pattern in RUNTIME_SECRETS))
+    apart = {p for p in volume if any(p == r or p.startswith(r + b"/") for r in roots)}
+    wanted = {p: kind for p, kind in volume.items() if kind != "socket" and p not in apart}  # sockets hold no data
+    excludes = ["--anchored", "--no-wildcards", *[b"--exclude=./" + r for r in roots]]
+    count = write_and_check(mount, target, ["."], wanted, excludes)
     kinds: dict[str, int] = {}
     for kind in wanted.values():
         kinds[kind] = kinds.get(kind, 0) + 1
-    return {"entries": count, "kinds": kinds, "sockets_skipped": [shown(p) for p in sockets]}
+    entry = {"entries": count, "kinds": kinds, "sockets_skipped": [shown(p) for p in sockets],
+             "kept_apart": [shown(r) for r in roots], "secrets": None}
+    if roots:
+        secrets = {p: volume[p] for p in apart if volume[p] != "socket"}
+        entries = write_and_check(mount, secrets_target, [b"./" + r for r in roots], secrets, [])
+        entry["secrets"] = {"entries": entries, "sha256": sha256_file(secrets_target),
+                            "bytes": os.path.getsize(secrets_target)}
+    return entry
 
 
-def sha256_of(path: str) -> str:
+def sha256_file(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -180,7 +207,7 @@ def make_restore(hub_data: str, out: str) -> dict:
     os.chmod(tmp, 0o600)
     fsync_file(tmp)
     os.replace(tmp, out)
-    return {"sha256": sha256_of(out), "bytes": os.path.getsize(out)}
+    return {"sha256": sha256_file(out), "bytes": os.path.getsize(out)}
 
 
 def main(argv: list[str]) -> int:
@@ -216,14 +243,19 @@ def main(argv: list[str]) -> int:
                     base += "_"
                 used.add(base)
                 target = os.path.join(folder, f"{base}.tar.gz")
+                secrets_target = os.path.join(folder, f"{base}.secrets.tar.gz")
                 try:
-                    entry = archive_volume(volume, mount, target)
+                    entry = archive_volume(volume, mount, target, secrets_target)
                 except Refused as exc:
                     raise Refused(f"volume {volume} (student {user or 'unknown'}): {exc}") from None
-                entry.update(volume=volume, user=user, file=f"students/{base}.tar.gz", sha256=sha256_of(target),
+                entry.update(volume=volume, user=user, file=f"students/{base}.tar.gz", sha256=sha256_file(target),
                              bytes=os.path.getsize(target))
                 part.add(target, arcname=entry["file"], recursive=False)
                 os.unlink(target)
+                if entry["secrets"]:
+                    entry["secrets"]["file"] = f"secrets/{base}.tar.gz"
+                    part.add(secrets_target, arcname=entry["secrets"]["file"], recursive=False)
+                    os.unlink(secrets_target)
                 index["students"].append(entry)
             for item in args.teaching:
                 name, _, path = item.partition("=")
@@ -236,7 +268,7 @@ def main(argv: list[str]) -> int:
                     entry = archive_volume(name, path, target)
                 except Refused as exc:
                     raise Refused(f"the teachers' folder {path}: {exc}") from None
-                entry.update(name=name, file=f"teaching/{name}.tar.gz", sha256=sha256_of(target),
+                entry.update(name=name, file=f"teaching/{name}.tar.gz", sha256=sha256_file(target),
                              bytes=os.path.getsize(target))
                 part.add(target, arcname=entry["file"], recursive=False)
                 os.unlink(target)

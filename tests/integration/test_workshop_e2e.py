@@ -310,10 +310,15 @@ def test_the_archive_holds_every_entry_byte_for_byte_and_no_hub_secret(env, cour
     assert hashlib.sha256(results).hexdigest() == course["alice_checksum"]
     sparse = os.stat(extracted / awkward.FOLDER / "sparse.img")
     assert sparse.st_size == 256 * 2**20 and sparse.st_blocks * 512 < 2**20, "sparse in the archive too"
+    assert ".local/share/jupyter/runtime" in alice["kept_apart"], "her server's cookie secret and token"
+    assert not (extracted / ".local" / "share" / "jupyter" / "runtime").exists()
     restore = Path(recorded["restore"])
     assert restore.stat().st_mode & 0o777 == 0o600 and restore.parent.stat().st_mode & 0o777 == 0o700
     with tarfile.open(restore) as tar:
-        assert "jupyterhub/jupyterhub.sqlite" in tar.getnames()
+        kept = {name.split("/", 1)[1] for name in tar.getnames()}
+        with tarfile.open(fileobj=tar.extractfile(f"{restore.name.removesuffix('.tar')}/hub-data.tar.gz")) as hub:
+            assert "jupyterhub/jupyterhub.sqlite" in hub.getnames()
+    assert {"hub-data.tar.gz", "secrets/alice.tar.gz"} <= kept, "the operator keeps what the teacher may not see"
 
 
 def test_everything_is_gone_and_the_embedded_acme_server_stopped(env, course):

@@ -83,6 +83,23 @@ def awkward_volume(root: Path) -> dict:
     return made
 
 
+def jupyter_secrets(root: Path) -> None:
+    """What Jupyter itself writes into a home volume: secrets the teacher must never receive."""
+    runtime = root / ".local" / "share" / "jupyter" / "runtime"
+    runtime.mkdir(parents=True)
+    (runtime / "jupyter_cookie_secret").write_text("SERVER-COOKIE-SECRET")
+    (runtime / "jpserver-7.json").write_text('{"token": "SERVER-TOKEN"}')
+    (runtime / "kernel-1.json").write_text('{"key": "KERNEL-KEY"}')
+    (root / ".local" / "share" / "jupyter" / "notebook_secret").write_text("NOTEBOOK-TRUST-KEY")
+    (root / ".local" / "share" / "jupyter" / "lab" / "workspaces").mkdir(parents=True)  # the student's: kept
+    security = root / ".ipython" / "profile_default" / "security"
+    security.mkdir(parents=True)
+    (security / "kernel-old.json").write_text('{"key": "IPYTHON-KERNEL-KEY"}')
+    (root / ".ipython" / "profile_default" / "startup").mkdir()
+
+SECRETS = [b"SERVER-COOKIE-SECRET", b"SERVER-TOKEN", b"KERNEL-KEY", b"NOTEBOOK-TRUST-KEY", b"IPYTHON-KERNEL-KEY"]
+
+
 def tree(root: Path) -> dict[bytes, tuple]:
     """Everything that must survive, per entry: kind, mode, owner, mtime, size, content, link target, link group."""
     r = os.fsencode(root)
@@ -126,6 +143,7 @@ def course(tmp_path_factory):
     base = tmp_path_factory.mktemp("archive")
     alice = base / "volumes" / "alice"
     made = awkward_volume(alice)
+    jupyter_secrets(alice)
     bob = base / "volumes" / "bob"
     (bob / "work").mkdir(parents=True)
     (bob / "work" / "notes.md").write_text("bob's notes\n")
@@ -145,7 +163,7 @@ def course(tmp_path_factory):
     out = state / "archives" / "python-101-20270101T000000Z.tar"
     out.parent.mkdir(parents=True)
     summary = join_parts("python-101", {"python-101-hub": part}, out, restore_part=restore,
-                         restore_out=state / "restore" / "python-101-20270101T000000Z.hub.tar.gz", hub="python-101-hub")
+                         restore_out=state / "restore" / "python-101-20270101T000000Z.hub.tar", hub="python-101-hub")
     return {"base": base, "alice": alice, "made": made, "part": part, "summary": summary, "report": json.loads(proc.stdout)}
 
 
@@ -166,7 +184,9 @@ def test_one_archive_per_student_with_index_sums_and_readme(course):
         sums = tar.extractfile(f"{top}/SHA256SUMS").read().decode()
     alice = next(s for s in index["students"] if s["user"] == "alice")
     assert alice["volume"] == f"{PREFIX}alice" and alice["host"] == "python-101-hub"
-    assert alice["sockets_skipped"] == ["kernel.sock"]
+    assert alice["sockets_skipped"] == ["kernel.sock"] and "secrets" not in alice
+    assert alice["kept_apart"] == [".ipython/profile_default/security", ".local/share/jupyter/notebook_secret",
+                                   ".local/share/jupyter/runtime"]
     assert alice["kinds"]["symlink"] == 3 and alice["kinds"]["fifo"] == 1 and alice["kinds"]["directory"] >= 33
     assert f"{alice['sha256']}  students/alice.tar.gz" in sums
     assert summary.files == sum(s["entries"] for s in index["students"]) == course["report"]["entries"]
@@ -180,7 +200,11 @@ def test_every_entry_comes_back_byte_for_byte(course, tmp_path):
     (tmp_path / "out").mkdir()
     subprocess.run(["tar", "-xzf", str(tmp_path / "alice.tar.gz"), "-C", str(tmp_path / "out")], check=True)
     original, restored = tree(course["alice"]), tree(tmp_path / "out")
+    apart = {b".local/share/jupyter/runtime", b".local/share/jupyter/notebook_secret",
+             b".ipython/profile_default/security"}
+    original = {k: v for k, v in original.items() if not any(k == a or k.startswith(a + b"/") for a in apart)}
     assert set(restored) == set(original)
+    assert b".local/share/jupyter/lab/workspaces" in restored and b".ipython/profile_default/startup" in restored
     for name in original:
         assert restored[name] == original[name], name
     assert restored[b"hard-link-to-run.sh"][-1] == (b"hard-link-to-run.sh", b"run.sh"), "one file, two names"
@@ -191,15 +215,37 @@ def test_every_entry_comes_back_byte_for_byte(course, tmp_path):
         assert open(os.path.join(os.fsencode(tmp_path / "out"), name), "rb").read() == data
 
 
-def test_the_teachers_archive_holds_no_hub_secret_and_the_operators_is_private(course):
+def unpacked(path: Path, tmp_path: Path) -> bytes:
+    """Every byte of an archive of archives, decompressed: what a reader of it could see."""
+    seen = [path.read_bytes()]
+    with tarfile.open(path) as tar:
+        for member in tar:
+            if member.name.endswith(".tar.gz"):
+                with tarfile.open(fileobj=tar.extractfile(member), mode="r|gz") as inner:
+                    seen += [inner.extractfile(m).read() for m in inner if m.isfile()]
+    return b"".join(seen)
+
+
+def test_the_teachers_archive_holds_no_hub_or_jupyter_secret_and_the_operators_is_private(course, tmp_path):
     summary = course["summary"]
-    raw = summary.path.read_bytes()
-    assert b"c0ffee" not in raw and b"tokens and sessions" not in raw
+    teacher = unpacked(summary.path, tmp_path)
+    for secret in [b"c0ffee" * 10, b"tokens and sessions", *SECRETS]:
+        assert secret not in teacher, secret
     assert not any("jupyterhub" in n for n in members(summary.path))
     restore = summary.restore
     assert restore.parent.name == "restore" and restore.parent != summary.path.parent
     assert restore.stat().st_mode & 0o777 == 0o600 and restore.parent.stat().st_mode & 0o777 == 0o700
-    assert {"jupyterhub/jupyterhub.sqlite", "jupyterhub/jupyterhub_cookie_secret"} <= set(members(restore))
+    top = "python-101-20270101T000000Z.hub"
+    assert set(members(restore)) == {f"{top}/hub-data.tar.gz", f"{top}/secrets/alice.tar.gz", f"{top}/index.json",
+                                     f"{top}/SHA256SUMS"}
+    operator = unpacked(restore, tmp_path)
+    for secret in [b"c0ffee" * 10, b"tokens and sessions", *SECRETS]:
+        assert secret in operator, "nothing is lost: the operator keeps it"
+    with tarfile.open(restore) as tar:
+        index = json.loads(tar.extractfile(f"{top}/index.json").read())
+    alice = next(f for f in index["files"] if f.get("user") == "alice")
+    assert alice["paths"] == [".ipython/profile_default/security", ".local/share/jupyter/notebook_secret",
+                              ".local/share/jupyter/runtime"]
 
 
 def test_the_probe_is_left_out_by_its_volume_name(course):
@@ -249,7 +295,7 @@ def test_an_entry_the_archive_lacks_is_caught_though_tar_compare_would_not(tmp_p
     monkeypatch.setattr(script, "TAR_CREATE", [*script.TAR_CREATE, "--exclude=./left-out.txt"])
     target = str(tmp_path / "v.tar.gz")
     with pytest.raises(script.Refused, match="1 entry is missing from the archive: left-out.txt"):
-        script.archive_volume("v", str(volume), target)
+        script.archive_volume("v", str(volume), target, target + ".secrets")
     assert subprocess.run(["tar", "--compare", "-zf", target, "-C", str(volume)]).returncode == 0
 
 
@@ -267,7 +313,7 @@ def test_a_volume_that_differs_from_its_archive_is_refused_naming_the_entry(tmp_
 
     monkeypatch.setattr(script.subprocess, "run", run)
     with pytest.raises(script.Refused, match="differs from the volume: ./notebook.ipynb"):
-        script.archive_volume("v", str(volume), str(tmp_path / "v.tar.gz"))
+        script.archive_volume("v", str(volume), str(tmp_path / "v.tar.gz"), str(tmp_path / "s.tar.gz"))
 
 
 def test_a_failing_host_reports_the_volume_and_writes_no_part(tmp_path, monkeypatch):
