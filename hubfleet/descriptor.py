@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -401,6 +402,12 @@ class Load(Strict):
     cpu_per_user: float = Field(0.5, description="CPU cores one student's server may use (0.01 to 64).",
                                 ge=0.01, le=64)
     disk_per_user: str = Field("1Gi", description="Disk kept per student (their notebook volume), 64Mi to 16Ti.")
+    max_hosts: int | None = Field(
+        None, ge=1, le=64,
+        description="Hosts the course may grow to when a rush fills it (elastic hosts: added near capacity, "
+        "removed once empty again). Omitted: twice the planned hosts, at least one more (`hubfleet plan` "
+        "shows it); the planned count turns elasticity off.",
+    )
 
     @field_validator("memory_per_user", mode="before")
     @classmethod
@@ -463,10 +470,93 @@ class FileTls(Strict):
     key: Path = Field(description="PEM private key matching the certificate.")
 
 
+DEFAULT_PRESSURE_TIMEOUT = 600
+
+
 class Culling(Strict):
     idle_timeout: int = Field(3600, ge=300, le=7 * 86400, description="Seconds before an idle server is stopped.")
     max_age: int = Field(0, ge=0, le=366 * 86400,
                          description="Stop servers older than this many seconds (0 = never; at most a year).")
+    pressure_timeout: int | None = Field(
+        None, ge=60, le=7 * 86400,
+        description="While the course is full and students wait in line, servers idle this many seconds are "
+        "stopped for them, the longest idle first; a server whose kernel is running code is never stopped "
+        "for a newcomer. Omitted: 600, or idle_timeout when that is shorter.",
+    )
+
+    @field_validator("pressure_timeout")
+    @classmethod
+    def _pressure_shorter(cls, v: int | None, info) -> int | None:
+        idle = info.data.get("idle_timeout")
+        if v is not None and idle is not None and v > idle:
+            raise ValueError(f"{v} is longer than idle_timeout {idle} — under pressure servers are stopped "
+                             f"sooner, not later: give at most {idle}")
+        return v
+
+    @property
+    def pressure_seconds(self) -> int:
+        """The idle time after which a server is stopped for a waiting student."""
+        return self.pressure_timeout if self.pressure_timeout is not None else min(DEFAULT_PRESSURE_TIMEOUT,
+                                                                                   self.idle_timeout)
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+CLOCK_RE = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
+
+
+class ClassSession(Strict):
+    """One recurring class: the weekdays and the hour students arrive together."""
+
+    days: list[str] = Field(description="Weekdays of the class: mon, tue, wed, thu, fri, sat, sun.",
+                            min_length=1, max_length=7)
+    start: str = Field(description="When the class starts, HH:MM in class_hours.timezone (e.g. \"14:15\").")
+    minutes: int = Field(90, ge=10, le=720, description="How long the class lasts (10 to 720 minutes).")
+    students: int | None = Field(
+        None, ge=1, le=200_000,
+        description="Students expected at once in this class; load.students when omitted.",
+    )
+
+    @field_validator("days", mode="before")
+    @classmethod
+    def _days(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [v]
+        if isinstance(v, list):
+            bad = [d for d in v if not isinstance(d, str) or d.strip().lower()[:3] not in WEEKDAYS]
+            if bad:
+                raise ValueError(f"{show(bad[0])} is not a weekday — write mon, tue, wed, thu, fri, sat or sun")
+            return list(dict.fromkeys(d.strip().lower()[:3] for d in v))
+        return v
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _start(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 24 * 60:
+            v = f"{v // 60:02d}:{v % 60:02d}"  # YAML 1.1 reads an unquoted 14:15 as 855 minutes
+        if not isinstance(v, str) or not CLOCK_RE.fullmatch(v):
+            raise ValueError(f"{show(v)} is not a time of day — write HH:MM in quotes, e.g. \"14:15\"")
+        return v
+
+
+class ClassHours(Strict):
+    """Recurring class hours: hubfleet warms the course before each (image, volumes, hosts for the class)."""
+
+    timezone: str = Field("UTC", description="IANA time zone of the class hours, e.g. Europe/Zurich.",
+                          max_length=64)
+    warm_before: int = Field(15, ge=0, le=240,
+                             description="Minutes before each class when its capacity must be ready (0 to 240).")
+    sessions: list[ClassSession] = Field(description="The weekly classes.", min_length=1, max_length=50)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            if not re.fullmatch(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+){0,2}", v):
+                raise ValueError
+            zoneinfo.ZoneInfo(v)
+        except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+            raise ValueError(f"{show(v)} is not a time zone — write an IANA name such as Europe/Zurich or UTC") from None
+        return v
 
 
 GRADING_TOOLS = ("nbgrader",)
@@ -515,6 +605,11 @@ class Course(Strict):
         None, description="Assignments with nbgrader: teachers release, collect and grade in the formgrader, "
         "students fetch and submit from their own server, grades go back to the LMS. "
         "`grading: nbgrader` is short for `grading: {tool: nbgrader}`.",
+    )
+    class_hours: ClassHours | None = Field(
+        None, description="Recurring class hours: before each class hubfleet makes sure every host has the "
+        "image, the expected students' volumes exist and the hosts for the class are up (`hubfleet warm`, "
+        "run by `hubfleet autoscale`).",
     )
     ca_certificates: list[Path] = Field(
         default_factory=list,

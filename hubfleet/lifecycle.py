@@ -105,6 +105,11 @@ def role_variables(course: Course, plan: Plan, hosts: list[Host], cores: float |
         "hub_active_server_limit": plan.active_server_limit,
         "hub_volume_prefix": VOLUME_PREFIX,
         "hub_node_capacity": plan.node_capacity,
+        # The line for seats (hubfleet_seats): the hub host's share, when idle servers go for the line, who skips it.
+        "hub_hub_capacity": plan.first_capacity or plan.active_server_limit,
+        "hub_pressure_timeout": course.culling.pressure_seconds,
+        "hub_probe_user": PROBE_USER,
+        "hub_line_bypass_groups": [teaching.TEACHERS_GROUP],
         "swarm_course": course.name,
         "proxy_domain": course.domain,
         **(addresses or Addresses()).role_variables(),

@@ -45,6 +45,24 @@ class Plan:
     cost_per_day: float | None
     currency: str
     notes: tuple[str, ...] = field(default_factory=tuple)
+    max_hosts: int = 0  # hosts the course may grow to in a rush (elastic); 0 = as planned
+    first_capacity: int = 0  # servers the hub host carries (node_capacity on every other host)
+
+    @property
+    def elastic_hosts(self) -> int:
+        """The bound on hosts: never fewer than planned."""
+        return max(self.max_hosts, len(self.hosts))
+
+    def capacity_with(self, hosts: int) -> int:
+        """Servers `hosts` hosts of the planned flavor carry at once."""
+        first = self.first_capacity or self.active_server_limit
+        return first + max(0, hosts - 1) * self.node_capacity
+
+    @property
+    def max_cost_per_day(self) -> float | None:
+        if self.cost_per_day is None:
+            return None
+        return self.cost_per_day / len(self.hosts) * self.elastic_hosts
 
     @property
     def flavor(self) -> str:
@@ -71,6 +89,8 @@ class Plan:
             "active_server_limit": self.active_server_limit,
             "cost_per_day": None if self.cost_per_day is None else round(self.cost_per_day, 2),
             "currency": self.currency,
+            "elastic": {"max_hosts": self.elastic_hosts, "max_servers": self.capacity_with(self.elastic_hosts),
+                        "max_cost_per_day": None if self.max_cost_per_day is None else round(self.max_cost_per_day, 2)},
             "notes": list(self.notes),
         }
 
@@ -94,6 +114,15 @@ def hosts_needed(flavor: Flavor, concurrent: int, mem_per_user: int, cpu_per_use
         return None
     n = 1 + math.ceil((concurrent - first) / other)
     return n if n <= MAX_HOSTS else None
+
+
+def default_max_hosts(planned: int) -> int:
+    """The elastic bound when the descriptor names none: twice the plan, at least one host more, at most MAX_HOSTS.
+
+    A lab session's rush is the whole class at once, not the plan's share of it: doubling carries a
+    plan made for half the class; the bound keeps the cost of a runaway rush known in advance.
+    """
+    return min(MAX_HOSTS, max(planned + 1, 2 * planned))
 
 
 def spawn_limit_for(total_vcpus: float, cpu_per_user: float = 0.2) -> int:
@@ -156,6 +185,12 @@ def plan_course(course: Course, catalogue: Catalogue, *, headroom: float = DEFAU
         )
     if n > 1:
         notes.append(f"{n} hosts: the hub host is the Swarm manager, students are spread over all hosts")
+    max_hosts = load.max_hosts if load.max_hosts is not None else default_max_hosts(n)
+    if max_hosts < n and hosts_override is None:
+        raise InvalidInput([FieldProblem(
+            "load.max_hosts", f"{max_hosts} is fewer than the {n} host(s) the plan needs for {concurrent} students at "
+            f"once — give at least {n} (or leave it out: {default_max_hosts(n)})",
+        )], source="plan")
     specs = tuple(
         HostSpec(role="hub" if i == 0 else "worker", flavor=flavor.name, vcpus=flavor.vcpus,
                  ram_bytes=flavor.ram_bytes, disk_bytes=host_disk)
@@ -168,4 +203,5 @@ def plan_course(course: Course, catalogue: Catalogue, *, headroom: float = DEFAU
         users_per_host=per_host if n > 1 else first, node_capacity=per_host, mem_limit=mem_user, cpu_limit=cpu_user,
         disk_per_user=disk_user, spawn_limit=spawn_limit_for(n * flavor.vcpus, cpu_user),
         active_server_limit=capacity, cost_per_day=cost, currency=catalogue.currency, notes=tuple(notes),
+        max_hosts=max(max_hosts, n), first_capacity=first,
     )

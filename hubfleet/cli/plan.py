@@ -32,6 +32,8 @@ def command(app: Application, descriptor: Path, flavors: Path | None, hosts: int
 
     Memory = concurrent users x memory per user + 0.5 GiB for hub and proxy, plus 30% headroom;
     CPU = concurrent x CPU per user x 1.2 + 0.25; disk = students x disk per user + 10 GiB a host.
+    A rush may grow the course to load.max_hosts hosts (default: twice the plan, at least one
+    more); students beyond the capacity wait in line on the hub instead of getting an error.
     Every hub is HTTPS: the plan says where its certificate comes from (without `tls`, the
     provider's ACME server: the embedded one on docker, Let's Encrypt on openstack).
     """
@@ -78,6 +80,16 @@ def render_plan(app: Application, plan: Plan) -> None:
         f"per student: memory {format_bytes(plan.mem_limit)}, CPU {plan.cpu_limit:g}, disk {format_bytes(plan.disk_per_user)}",
         f"servers at once (capacity) {plan.active_server_limit}, concurrent spawn limit {plan.spawn_limit}",
         f"estimated cost: {cost}",
+        elastic_line(plan),
     ]
     for line in lines + [f"note: {n}" for n in plan.notes]:
         app.out.print(line, markup=False)
+
+
+def elastic_line(plan: Plan) -> str:
+    """What a rush may grow the course to (load.max_hosts), and what that costs."""
+    if plan.elastic_hosts <= len(plan.hosts):
+        return f"elastic hosts: off (load.max_hosts {plan.elastic_hosts}); students beyond the capacity wait in line"
+    cost = "" if plan.max_cost_per_day is None else f", up to {plan.max_cost_per_day:.2f} {plan.currency}/day"
+    return (f"elastic hosts: up to {plan.elastic_hosts} (load.max_hosts), {plan.capacity_with(plan.elastic_hosts)} "
+            f"servers at once{cost}; a host is added near capacity and removed once empty")

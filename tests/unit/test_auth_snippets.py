@@ -279,6 +279,14 @@ def test_hub_config_quotes_every_value_escapes_the_title_and_reads_the_token_fro
     assert hub["hub_bind_url"] == "http://10.0.0.5:8081" and c.PinnedSwarmSpawner.values["node_capacity"] == 7
     docker = c.DockerSpawner.values
     assert docker["allowed_images"] == ["hubfleet/notebook:1"] and docker["mem_limit"] == "512M"
+    # No 429 for a full course: the spawner's line admits, JupyterHub's limits are off.
+    assert hub["concurrent_spawn_limit"] == 0 and hub["active_server_limit"] == 0
+    assert hub["extra_handlers"] == [(r"/api/hubfleet/seats", "hubfleet_seats.SeatsAPIHandler")]
+    line = c.PinnedSwarmSpawner.values
+    assert line["start_limit"] == 20 and line["line_bypass_users"] == ["hubfleet--probe"]
+    assert docker["start_timeout"] == line["queue_timeout"] + line["server_start_timeout"], "the wait in line is no timeout"
+    pressure = next(s for s in hub["services"] if s["name"] == "seats-under-pressure")
+    assert "--timeout=600" in pressure["command"] and "--proxy-url=http://127.0.0.1:8000" in pressure["command"]
     assert docker["volumes"] == {"hubfleet-user-{username}": "/home/jovyan"}
     unit = (directory / "jupyterhub.service").read_text()
     assert "EnvironmentFile" not in unit and HOSTILE not in unit
