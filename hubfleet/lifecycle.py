@@ -10,7 +10,7 @@ import datetime as dt
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +21,8 @@ from hubfleet.descriptor import Course, parse_recorded
 from hubfleet.errors import ArchiveError, HubfleetError, InvalidInput, ProvisionError
 from hubfleet.providers.docker import acme_local
 from hubfleet.health import PROBE_USER, Health, check
-from hubfleet.providers import Host, Provider, get_provider
+from hubfleet.jupyter import HubClient
+from hubfleet.providers import Host, HostSpec, Provider, get_provider
 from hubfleet.site import Addresses, load_site_wide
 from hubfleet.sizing import Plan, load_catalogue, plan_course, spawn_limit_for
 from hubfleet.state import Instance, StateStore
@@ -29,6 +30,7 @@ from hubfleet.usernames import spawner_escape
 
 Progress = Callable[[str, str], None]  # (kind, message)
 
+KEPT_OUTPUTS = ("elastic",)  # what a create keeps of the course's outputs: the elastic hosts and their decisions
 VOLUME_PREFIX = "hubfleet-user-"  # one volume per student: <prefix><username as DockerSpawner escapes it>
 PROBE_VOLUME = VOLUME_PREFIX + spawner_escape(PROBE_USER)  # the health probe's: no student's name escapes to it
 
@@ -130,8 +132,13 @@ def ensure_secrets(store: StateStore, course: Course) -> dict:
 
 def create_course(store: StateStore, course: Course, *, progress: Progress | None = None,
                   probe: bool = True, verbosity: int = 0, flavors: Path | None = None,
-                  hosts: int | None = None) -> CreateResult:
-    """Descriptor to working hub; safe to run again on a live or half-made course."""
+                  hosts: int | None = None, extra_hosts: int | None = None) -> CreateResult:
+    """Descriptor to working hub; safe to run again on a live or half-made course.
+
+    `extra_hosts` are elastic hosts beyond the plan (hubfleet/elastic.py): hosts of the planned flavor
+    that join the Swarm while the hub's configuration stays the plan's, so adding one never restarts
+    the hub. Omitted, a re-run keeps the ones the course has.
+    """
     started = time.monotonic()
     tls.check_files(course)  # an institution's certificate is checked before any host is touched
     trust_variables = trust.role_variables(course, trust.site_ca_certificates(store.dir))  # and its own CAs
@@ -140,6 +147,8 @@ def create_course(store: StateStore, course: Course, *, progress: Progress | Non
     # A re-run keeps what `create --hosts/--flavors` or `scale` chose, unless told otherwise.
     flavors = flavors or (Path(existing.outputs["flavors"]) if live and existing.outputs.get("flavors") else None)
     hosts = hosts or (existing.outputs.get("hosts_wanted") if live else None)
+    if extra_hosts is None:
+        extra_hosts = int((existing.outputs.get("elastic") or {}).get("extra", 0)) if live else 0
     plan, _ = plan_for(store, course, flavors=flavors, hosts=hosts)
     with store.lock(course.name, "create"):
         existing = store.find(course.name)
@@ -151,7 +160,8 @@ def create_course(store: StateStore, course: Course, *, progress: Progress | Non
         store.update(course.name, status="provisioning", error=None)
         try:
             result = _create(store, course, plan, record, probe, verbosity,
-                             {"flavors": str(flavors) if flavors else None, "hosts_wanted": hosts}, trust_variables)
+                             {"flavors": str(flavors) if flavors else None, "hosts_wanted": hosts}, trust_variables,
+                             extra_hosts)
         except HubfleetError as exc:
             store.update(course.name, status="failed", error=str(exc))
             record("failed", str(exc))
@@ -168,18 +178,26 @@ def course_inventory(store: StateStore, name: str, hosts: list[Host], provider: 
     return ansible.write_inventory(workdir, hosts, provider.inventory_vars(), workdir / "secrets" / "id_ed25519")
 
 
-def _create(store, course, plan, record, probe, verbosity, choices, trust_variables):
+def extra_specs(plan: Plan, count: int) -> list[HostSpec]:
+    """`count` elastic hosts beyond the plan: workers of the planned flavor."""
+    worker = next((h for h in plan.hosts if h.role == "worker"), None) or replace(plan.hosts[0], role="worker")
+    return [worker] * max(0, count)
+
+
+def _create(store, course, plan, record, probe, verbosity, choices, trust_variables, extra_hosts=0):
     workdir = store.instance_dir(course.name)
     provider = provider_for(store, course.name, course.provider, record)
     provider.domain = course.domain
-    problems = provider.check(list(plan.hosts))
+    specs = list(plan.hosts) + extra_specs(plan, extra_hosts)
+    problems = provider.check(specs)
     if problems:
         raise ProvisionError("pre-flight failed, nothing was created:\n  - " + "\n  - ".join(problems))
     _, public_key = ansible.ensure_ssh_key(workdir / "secrets")
     secrets = ensure_secrets(store, course)
 
-    record("step", f"hosts: {len(plan.hosts)} x {plan.flavor} on {course.provider}")
-    hosts = provider.ensure_hosts(list(plan.hosts), public_key)
+    more = f" and {extra_hosts} elastic" if extra_hosts else ""
+    record("step", f"hosts: {len(plan.hosts)}{more} x {plan.flavor} on {course.provider}")
+    hosts = provider.ensure_hosts(specs, public_key)
     store.update(course.name, hosts=[h.to_dict() for h in hosts])
 
     record("step", f"TLS pre-flight: {course.domain}, port 80 and the ACME server")
@@ -192,8 +210,10 @@ def _create(store, course, plan, record, probe, verbosity, choices, trust_variab
 
     store.update(course.name, status="configuring")
     inventory = course_inventory(store, course.name, hosts, provider)
+    # The plan's hosts decide the hub's settings: elastic hosts add seats, never a hub restart.
     ansible.write_course_variables(inventory, {
-        **role_variables(course, plan, hosts, provider.cpu_cores(hosts), addresses=load_site_wide(store.dir).addresses),
+        **role_variables(course, plan, hosts, provider.cpu_cores(hosts[:len(plan.hosts)]),
+                         addresses=load_site_wide(store.dir).addresses),
         **image_variables,
         **tls_variables,
         **trust_variables})
@@ -203,7 +223,9 @@ def _create(store, course, plan, record, probe, verbosity, choices, trust_variab
 
     url = tls.public_url(course, hosts)
     ca = tls.ca_certificate(store.dir, course)
-    outputs = {"url": url, "admin_user": ADMIN_USER, "flavor": plan.flavor, **choices,
+    kept = {k: v for k, v in store.get(course.name).outputs.items() if k in KEPT_OUTPUTS}
+    kept["elastic"] = {**(kept.get("elastic") or {}), "extra": extra_hosts}
+    outputs = {**kept, "url": url, "admin_user": ADMIN_USER, "flavor": plan.flavor, **choices,
                "ca_certificate": str(ca) if ca else None,
                "configured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     store.update(course.name, outputs=outputs)
@@ -230,7 +252,9 @@ def scale_course(store: StateStore, name: str, count: int, *, progress: Progress
     if count < len(instance.hosts):
         with store.lock(name, "scale"):
             _remove_empty_hosts(store, instance, count, _recorder(store, name, progress))
-    return create_course(store, course, progress=progress, probe=False, verbosity=verbosity, hosts=count)
+    # The operator's count is the plan from now on: elastic hosts within it are planned ones.
+    return create_course(store, course, progress=progress, probe=False, verbosity=verbosity, hosts=count,
+                         extra_hosts=0)
 
 
 def _remove_empty_hosts(store: StateStore, instance: Instance, count: int, record: Progress) -> None:
@@ -326,6 +350,7 @@ class StatusReport:
     nodes: list[Node]
     certificate: tls.ServedCertificate | None = None
     warnings: list[str] = field(default_factory=list)
+    seats: dict | None = None  # the hub's seats and line (hubfleet_seats), when it answered
 
     @property
     def healthy(self) -> bool:
@@ -334,7 +359,8 @@ class StatusReport:
     def to_dict(self) -> dict:
         return {**self.instance.to_dict(), "health": self.health.to_dict() if self.health else None,
                 "problems": self.problems, "nodes": [n.to_dict() for n in self.nodes], "healthy": self.healthy,
-                "certificate": self.certificate.to_dict() if self.certificate else None, "warnings": self.warnings}
+                "certificate": self.certificate.to_dict() if self.certificate else None, "warnings": self.warnings,
+                "seats": self.seats, "elastic": self.instance.outputs.get("elastic")}
 
 
 def course_status(store: StateStore, name: str, *, probe: bool = True) -> StatusReport:
@@ -373,7 +399,17 @@ def course_status(store: StateStore, name: str, *, probe: bool = True) -> Status
         if url and token:
             with tls.reaching(store.dir, course, live_hosts):
                 health = check(url, token, probe=probe, verify=tls.trust(store.dir, course))
-    return StatusReport(instance, health, problems, nodes, certificate, certificate.warnings if certificate else [])
+                seats = _seats(url, token, tls.trust(store.dir, course))
+    return StatusReport(instance, health, problems, nodes, certificate, certificate.warnings if certificate else [],
+                        seats if hub_alive and url and token else None)
+
+
+def _seats(url: str, token: str, verify: bool | str) -> dict | None:
+    """The hub's seats and line, or None when it does not say (a hub from before the line, or down)."""
+    try:
+        return HubClient(url, token, verify=verify).api("GET", "/hubfleet/seats").json()
+    except (HubfleetError, ValueError):
+        return None
 
 
 def destroy_course(store: StateStore, name: str, *, archive: bool = True,

@@ -52,6 +52,8 @@ def cli(ctx: click.Context, state_dir: Path | None, database_url: str | None, ve
       hubfleet status workshop                   is it usable right now?
       hubfleet credentials workshop              admin and student passwords
       hubfleet scale workshop --hosts 2          more hosts for a live course (Docker Swarm)
+      hubfleet warm workshop --students 60       ready for a class arriving at once
+      hubfleet autoscale --all --watch           grow full courses, shrink them back
       hubfleet destroy workshop                  archive the students' work, then remove all
 
     \b
@@ -65,8 +67,8 @@ def cli(ctx: click.Context, state_dir: Path | None, database_url: str | None, ve
     ctx.obj = Application(state_dir, verbose, database_url)
 
 
-VERBS = ("validate", "plan", "create", "scale", "destroy", "list_", "status", "credentials", "lti_config",
-         "images", "bake", "portal")
+VERBS = ("validate", "plan", "create", "scale", "warm", "autoscale", "destroy", "list_", "status", "credentials",
+         "lti_config", "images", "bake", "portal")
 
 
 def _register() -> None:

@@ -16,7 +16,8 @@ def command(app: Application, name: str, no_probe: bool, as_json: bool) -> None:
     """Is the course usable right now? Live health from the hub itself.
 
     The hub API must answer, and a probe user starts a server, runs 1+1 in a kernel and stops
-    again (--no-probe skips that). Exits 0 when healthy, 7 when not.
+    again (--no-probe skips that). Also the seats and the line of students waiting for one, and
+    the elastic hosts' latest decisions (`hubfleet autoscale`). Exits 0 when healthy, 7 when not.
 
     \b
     Examples:
@@ -52,6 +53,8 @@ def command(app: Application, name: str, no_probe: bool, as_json: bool) -> None:
                        f"{len(health.running)} server(s) running")
             if health.probe:
                 click.echo(f"probe: started a server and ran code in {health.probe_seconds:.1f} s")
+        for line in elastic_lines(report):
+            click.echo(line)
         archive = instance.outputs.get("archive")
         if archive:
             click.echo(f"archive: {archive['path']}")
@@ -59,3 +62,18 @@ def command(app: Application, name: str, no_probe: bool, as_json: bool) -> None:
             app.warn(problem)
     if instance.status != "archived" and not healthy:
         raise SystemExit(7)
+
+
+def elastic_lines(report, decisions: int = 5) -> list[str]:
+    """The seats and the line, the elastic hosts and the latest decisions about them."""
+    lines = []
+    seats = report.seats
+    if seats:
+        lines.append(f"seats: {seats['used']} of {seats['capacity']} taken, {seats['starting']} starting, "
+                     f"{seats['waiting']} waiting in line")
+    elastic = report.instance.outputs.get("elastic") or {}
+    if elastic.get("extra"):
+        lines.append(f"elastic: {elastic['extra']} host(s) added beyond the plan")
+    for entry in (elastic.get("decisions") or [])[-decisions:]:
+        lines.append(f"autoscale {entry.get('at', '?')}: {entry.get('action')}: {entry.get('reason')}")
+    return lines

@@ -213,7 +213,7 @@ def test_fixed_form_is_stored_with_its_plan(app, teacher):
     row = portal_of(app).db.request(request_id)
     assert (row.state, row.name, row.descriptor["domain"]) == ("requested", "python-101", "python-101.hub.localhost")
     assert row.descriptor["load"] == {"students": 5, "concurrent": 0.4, "memory_per_user": "256Mi",
-                                      "cpu_per_user": 0.1, "disk_per_user": "1Gi"}
+                                      "cpu_per_user": 0.1, "disk_per_user": "1Gi", "max_hosts": None}
     assert row.plan["concurrent_users"] == 2 and row.plan["hosts"]
     assert portal_of(app).db.audit_log()[0].action == "request"
 
