@@ -230,7 +230,7 @@ def ensure_ready(state_dir: Path, course: Course, hosts: list[Host], progress: P
                         "fix its DNS record")
     else:
         target = next(a for a in resolved if a in expected)
-        if not _port_answers(target, 80):
+        if not _port_reachable(target, 80):
             problems.append(f"domain: port 80 of {course.domain} ({target}) is not reachable, and ACME HTTP-01 "
                             "validation needs it — open it to the proxy host (security group, firewall)")
     if problems:
@@ -274,10 +274,14 @@ def _is_loopback(address: str) -> bool:
         return address == "localhost"
 
 
-def _port_answers(address: str, port: int, timeout: float = 5.0) -> bool:
+def _port_reachable(address: str, port: int, timeout: float = 5.0) -> bool:
+    """Whether the network lets us reach the port: an answer, or a refusal from a host that does not
+    listen there yet (a stock host gets nginx later); a timeout or no route is a closed path."""
     try:
         with socket.create_connection((address, port), timeout=timeout):
             return True
+    except ConnectionRefusedError:
+        return True
     except OSError:
         return False
 
