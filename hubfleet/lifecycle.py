@@ -9,16 +9,18 @@ from __future__ import annotations
 import datetime as dt
 import string
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from hubfleet import ansible, auth, tls
+from hubfleet import ansible, auth, course_image, peers, tls
 from hubfleet.archive import ArchiveSummary, join_parts
 from hubfleet.descriptor import Course, parse_course
-from hubfleet.errors import ArchiveError, HubfleetError, ProvisionError
+from hubfleet.errors import ArchiveError, HubfleetError, InvalidInput, ProvisionError
 from hubfleet.health import PROBE_USER, Health, check
 from hubfleet.providers import Host, Provider, get_provider
+from hubfleet.site import Addresses, load_site_wide
 from hubfleet.sizing import Plan, load_catalogue, plan_course, spawn_limit_for
 from hubfleet.state import Instance, StateStore
 
@@ -66,8 +68,12 @@ def plan_for(store: StateStore, course: Course, *, flavors: Path | None = None, 
     """Size the course against the backend's real flavors when it has them, else the packaged catalogue.
 
     With strict=False (the `plan` verb), a backend that cannot be asked (no site file, cloud down)
-    falls back to the packaged catalogue and says so instead of failing.
+    falls back to the packaged catalogue and says so instead of failing. A course whose peers sit
+    in the hosts' own address ranges is refused either way.
     """
+    clashes = peers.colliding(course, load_site_wide(store.dir).addresses)
+    if clashes:
+        raise InvalidInput(clashes, source=f"course {course.name} against the site's address ranges")
     notes: list[str] = []
     catalogue = load_catalogue(course.provider, flavors) if flavors else None
     if catalogue is None:
@@ -82,7 +88,8 @@ def plan_for(store: StateStore, course: Course, *, flavors: Path | None = None, 
     return plan, notes
 
 
-def role_variables(course: Course, plan: Plan, hosts: list[Host], cores: float | None = None) -> dict:
+def role_variables(course: Course, plan: Plan, hosts: list[Host], cores: float | None = None, *,
+                   addresses: Addresses | None = None) -> dict:
     """What the roles need, none of it secret: goes into the generated inventory.
 
     `cores` is what the hosts really have when less than planned (Docker hosts share this machine):
@@ -105,6 +112,7 @@ def role_variables(course: Course, plan: Plan, hosts: list[Host], cores: float |
         "hub_node_capacity": plan.node_capacity,
         "swarm_course": course.name,
         "proxy_domain": course.domain,
+        **(addresses or Addresses()).role_variables(),
         **auth.role_variables(course),
         **tls.role_variables(course, hosts),
     }
@@ -152,6 +160,12 @@ def create_course(store: StateStore, course: Course, *, progress: Progress | Non
     return CreateResult(result[0], plan, result[1], time.monotonic() - started, result[2])
 
 
+def course_inventory(store: StateStore, name: str, hosts: list[Host], provider: Provider) -> Path:
+    """The course's inventory: its hosts now and how to reach them. The only writer of it."""
+    workdir = store.instance_dir(name)
+    return ansible.write_inventory(workdir, hosts, provider.inventory_vars(), workdir / "secrets" / "id_ed25519")
+
+
 def _create(store, course, plan, record, probe, verbosity, choices):
     workdir = store.instance_dir(course.name)
     provider = provider_for(store, course.name, course.provider, record)
@@ -159,7 +173,7 @@ def _create(store, course, plan, record, probe, verbosity, choices):
     problems = provider.check(list(plan.hosts))
     if problems:
         raise ProvisionError("pre-flight failed, nothing was created:\n  - " + "\n  - ".join(problems))
-    key_path, public_key = ansible.ensure_ssh_key(workdir / "secrets")
+    _, public_key = ansible.ensure_ssh_key(workdir / "secrets")
     secrets = ensure_secrets(store, course)
 
     record("step", f"hosts: {len(plan.hosts)} x {plan.flavor} on {course.provider}")
@@ -171,12 +185,16 @@ def _create(store, course, plan, record, probe, verbosity, choices):
     tls_variables = tls.ensure_ready(store.dir, course, hosts, lambda message: record("info", message))
 
     record("step", f"notebook image {course.image} onto the hosts")
-    provider.ensure_image(course.image)
+    placed = provider.ensure_image(course.image)
+    image_variables = course_image.role_variables(course.image, placed=placed, cache=store.dir / "cache" / "images",
+                                                  progress=lambda message: record("info", message))
 
     store.update(course.name, status="configuring")
-    variables = {**role_variables(course, plan, hosts, provider.cpu_cores(hosts)), **provider.inventory_vars(),
-                 **tls_variables}
-    inventory = ansible.write_inventory(workdir, hosts, variables, key_path)
+    inventory = course_inventory(store, course.name, hosts, provider)
+    ansible.write_course_variables(inventory, {
+        **role_variables(course, plan, hosts, provider.cpu_cores(hosts), addresses=load_site_wide(store.dir).addresses),
+        **image_variables,
+        **tls_variables})
     run = ansible.run_playbook("site.yml", workdir=workdir, inventory=inventory, secrets=secrets,
                                progress=record, verbosity=verbosity)
     record("ok", f"configured: {run.changed} change(s)")
@@ -198,9 +216,6 @@ def _create(store, course, plan, record, probe, verbosity, choices):
     return instance, health, run.changed
 
 
-VOLUMES_COMMAND = f"docker volume ls -q --filter name={VOLUME_PREFIX} | grep -v '^{PROBE_VOLUME}$' || true"
-
-
 def scale_course(store: StateStore, name: str, count: int, *, progress: Progress | None = None,
                  verbosity: int = 0) -> CreateResult:
     """Give a live course `count` hosts: new ones join its Swarm; removed ones must hold no student's work."""
@@ -217,39 +232,42 @@ def scale_course(store: StateStore, name: str, count: int, *, progress: Progress
 
 
 def _remove_empty_hosts(store: StateStore, instance: Instance, count: int, record: Progress) -> None:
+    """Pause the leaving nodes (no new student goes there), then look for students' volumes on them:
+    any found, they are made active again and nothing is removed; none, they are drained, leave the
+    Swarm and their hosts are removed. Pausing first closes the gap in which a student could be
+    placed on a node already judged empty; draining first would stop a running student's server."""
     provider = provider_for(store, instance.name, instance.provider, record)
     hosts = provider.hosts()
-    going = [h for h in hosts if h.role != "hub"][max(0, count - 1):]
+    going = [h.name for h in hosts if h.role != "hub"][max(0, count - 1):]
+    if not going:
+        return
     workdir = store.instance_dir(instance.name)
-    inventory = ansible.write_inventory(workdir, hosts, provider.inventory_vars(), workdir / "secrets" / "id_ed25519")
-    held = ansible.run_command(VOLUMES_COMMAND, hosts=",".join(h.name for h in going), workdir=workdir,
-                               inventory=inventory)
-    unanswered = [h.name for h in going if h.name not in held]
-    if unanswered:
-        raise ProvisionError(f"cannot tell whether {', '.join(unanswered)} hold students' work (unreachable); "
-                             "nothing was removed", hint="run `hubfleet create` to bring them back first")
-    busy = {host: out.split() for host, out in held.items() if out.split()}
+    inventory = course_inventory(store, instance.name, hosts, provider)
+
+    def step(name: str, progress: Progress | None = None) -> ansible.RunResult:
+        return ansible.run_playbook("scale_down.yml", workdir=workdir, inventory=inventory, progress=progress,
+                                    variables={"scale_down_step": name, "scale_down_hosts": going,
+                                               "hub_volume_prefix": VOLUME_PREFIX})
+
+    record("step", f"pausing {', '.join(going)}: no new student goes there")
+    try:
+        held = step("pause").facts
+    except ProvisionError as exc:
+        step("resume")
+        raise ProvisionError(f"cannot tell whether {', '.join(going)} hold students' work ({exc.message}); "
+                             "nothing was removed", hint="run `hubfleet create` to bring them back first") from None
+    busy = {name: [v for v in held.get(name, {}).get("volumes", []) if v != PROBE_VOLUME] for name in going}
+    busy = {name: volumes for name, volumes in busy.items() if volumes}
     if busy:
-        detail = "; ".join(f"{host} holds {len(v)} student volume(s) ({', '.join(v[:3])}"
+        step("resume")
+        detail = "; ".join(f"{host} holds {len(v)} student volume(s) ({', '.join(sorted(v)[:3])}"
                            f"{', ...' if len(v) > 3 else ''})" for host, v in sorted(busy.items()))
         raise ProvisionError(f"shrinking {instance.name} would lose students' work: {detail}; nothing was removed",
                              hint="keep the hosts, or archive the course with `hubfleet destroy` first")
-    for host in going:
-        record("step", f"draining and removing {host.name}")
-        ansible.run_command(f"docker node update --availability drain {host.name} >/dev/null && echo ok",
-                            hosts="hub", workdir=workdir, inventory=inventory)
-    provider.remove_hosts([h.name for h in going])
-    ansible.run_command(" && ".join(f"docker node rm --force {h.name}" for h in going), hosts="hub",
-                        workdir=workdir, inventory=inventory)
+    record("step", f"draining {', '.join(going)} and taking them out of the Swarm")
+    step("remove", record)
+    provider.remove_hosts(going)
     store.update(instance.name, hosts=[h.to_dict() for h in provider.hosts()])
-
-
-NODES_COMMAND = (  # raw: Ansible would template Docker's {{ }} format
-    "for n in $(docker node ls -q); do docker node inspect -f "
-    "'{% raw %}{{.Description.Hostname}} {{.Status.State}} {{.Spec.Availability}}{% endraw %}' $n | tr '\\n' ' '; "
-    "docker node ps $n -q --filter desired-state=running | wc -l; done"
-)
-MEMORY_COMMAND = "free -b | awk '/^Mem:/ {print $3, $2}'"
 
 
 @dataclass
@@ -266,23 +284,36 @@ class Node:
 
 
 def course_nodes(store: StateStore, instance: Instance, hosts: list[Host], provider: Provider) -> list[Node]:
-    """Every node of the course's Swarm as its manager sees it, with each host's memory."""
-    workdir = store.instance_dir(instance.name)
+    """Every node of the course's Swarm as its manager sees it, with each host's memory (playbooks/nodes.yml)."""
     reachable = [h for h in hosts if h.ssh_port]
     if not reachable:
         return []
-    inventory = ansible.write_inventory(workdir, reachable, provider.inventory_vars(),
-                                        workdir / "secrets" / "id_ed25519")
-    listing = ansible.run_command(NODES_COMMAND, hosts="hub", workdir=workdir, inventory=inventory)
-    memory = ansible.run_command(MEMORY_COMMAND, hosts="all", workdir=workdir, inventory=inventory)
+    workdir = store.instance_dir(instance.name)
+    inventory = course_inventory(store, instance.name, reachable, provider)
+    try:
+        facts = ansible.run_playbook("nodes.yml", workdir=workdir, inventory=inventory,
+                                     variables={"hub_volume_prefix": VOLUME_PREFIX}, tolerate_failures=True).facts
+    except ProvisionError:
+        return []
+    return nodes_from(facts)
+
+
+def nodes_from(facts: dict[str, dict]) -> list[Node]:
+    """Nodes from nodes.yml's reports: the manager's node list and running tasks, each host's memory."""
+    manager = next((f for f in facts.values() if "swarm_nodes" in f), None)
+    if manager is None:
+        return []
+    servers = Counter(manager.get("swarm_task_nodes") or [])
     nodes = []
-    for line in next(iter(listing.values()), "").splitlines():
-        parts = line.split()
-        if len(parts) == 4:
-            used, total = (memory.get(parts[0], "").split() + [None, None])[:2]
-            nodes.append(Node(parts[0], parts[1], parts[2], int(parts[3]),
-                              int(used) if used else None, int(total) if total else None))
-    return nodes
+    for item in manager["swarm_nodes"]:
+        name = item.get("Description", {}).get("Hostname", "?")
+        memory = facts.get(name, {}).get("memory_kib") or {}
+        total, available = memory.get("MemTotal"), memory.get("MemAvailable")
+        nodes.append(Node(name, item.get("Status", {}).get("State", "unknown"),
+                          item.get("Spec", {}).get("Availability", "unknown"), servers[item.get("ID")],
+                          (int(total) - int(available)) * 1024 if total and available else None,
+                          int(total) * 1024 if total else None))
+    return sorted(nodes, key=lambda n: (not n.host.endswith("-hub"), n.host))
 
 
 @dataclass
@@ -385,18 +416,17 @@ def _archive(store: StateStore, instance: Instance, provider: Provider, record: 
         raise ArchiveError(f"{instance.name} has no hosts to archive; nothing was removed",
                            hint=f"use `hubfleet destroy {instance.name} --no-archive` if there is nothing to save")
     workdir = store.instance_dir(instance.name)
-    key = workdir / "secrets" / "id_ed25519"
     fetch_dir = workdir / "archive-parts"
     fetch_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Archiving needs only what names the course's servers and volumes: no re-plan, which a changed
     # flavor list could refuse while students' work waits to be saved.
     variables = {"hub_course": instance.name, "hub_volume_prefix": VOLUME_PREFIX, "archive_exclude": PROBE_VOLUME,
-                 "archive_fetch_dir": str(fetch_dir), **provider.inventory_vars()}
-    inventory = ansible.write_inventory(workdir, hosts, variables, key)
+                 "archive_fetch_dir": str(fetch_dir)}
+    inventory = course_inventory(store, instance.name, hosts, provider)
     record("step", "archiving the students' work on every host")
     try:
-        ansible.run_playbook("archive.yml", workdir=workdir, inventory=inventory, progress=record,
-                             verbosity=verbosity)
+        ansible.run_playbook("archive.yml", workdir=workdir, inventory=inventory, variables=variables,
+                             progress=record, verbosity=verbosity)
     except ProvisionError as exc:
         raise ArchiveError(f"archiving failed, nothing was removed: {exc.message}", hint=exc.hint) from None
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -1,8 +1,11 @@
-"""The operator's site configuration: which cloud hubfleet's OpenStack provider uses, and how.
+"""The operator's site configuration: settings of every course on the site, and which cloud
+hubfleet's OpenStack provider uses, and how.
 
-One YAML file per site, read from `$HUBFLEET_SITE_CONFIG` or `<state-dir>/site.yaml`. It names
-the cloud but never holds its credentials: those stay in clouds.yaml (openstacksdk's own
-conventions, `OS_CLOUD` / `OS_CLIENT_CONFIG_FILE`). Every error names the field and the fix.
+One YAML file per site, read from `$HUBFLEET_SITE_CONFIG` or `<state-dir>/site.yaml`. Its optional
+site-wide sections (`addresses`, `docker`) hold for every provider and default when the file or
+the section is absent; its other fields are the OpenStack provider's. It names the cloud but
+never holds its credentials: those stay in clouds.yaml (openstacksdk's own conventions,
+`OS_CLOUD` / `OS_CLIENT_CONFIG_FILE`). Every error names the field and the fix.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hubfleet.descriptor import check_hostname, problems_from, read_yaml
 from hubfleet.errors import FieldProblem, InvalidInput
 
 SITE_ENV = "HUBFLEET_SITE_CONFIG"
+SITE_WIDE_KEYS = ("addresses", "docker")  # sections for every provider; the other fields are OpenStack's
 SITE_FILE = "site.yaml"
 # Keys that would put a credential into this file: it belongs in clouds.yaml.
 CREDENTIAL_KEYS = {"password", "auth", "application_credential_secret", "token", "secret", "os_password"}
@@ -123,6 +127,126 @@ class Site(BaseModel):
         return self.cloud or os.environ.get("OS_CLOUD") or None
 
 
+def _network(value: str, example: str) -> ipaddress.IPv4Network:
+    try:
+        net = ipaddress.ip_network(str(value).strip(), strict=True)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 network — write a range such as {example}") from None
+    if net.version != 4:
+        raise ValueError(f"{value} is IPv6 — Docker's address pools here are IPv4 ranges such as {example}")
+    return net
+
+
+class Addresses(BaseModel):
+    """Address ranges the hosts' Docker engines and the course's Swarm may use.
+
+    Docker's defaults (172.17.0.0/16, the pools after it, and 10.0.0.0/8 for the Swarm) would hide
+    a campus peer in those ranges from the hub. These defaults take RFC 2544's benchmarking range,
+    198.18.0.0/15, which no campus routes.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    engine_bridge: str = Field("198.18.0.1/24", description="docker0's address and prefix on every host (bip).")
+    engine_pools: list[str] = Field(
+        default_factory=lambda: ["198.18.128.0/17"],
+        description="Ranges every host's engine carves its local networks from (default-address-pools).")
+    engine_pool_size: int = Field(24, ge=16, le=28, description="Prefix length of each local network.")
+    swarm_pools: list[str] = Field(
+        default_factory=lambda: ["198.19.0.0/16"],
+        description="Ranges the Swarm's overlay networks (ingress, the students') are carved from (default-addr-pool).")
+    swarm_subnet_size: int = Field(24, ge=16, le=28, description="Prefix length of each overlay network.")
+
+    @field_validator("engine_bridge")
+    @classmethod
+    def _bridge(cls, v: str) -> str:
+        try:
+            interface = ipaddress.ip_interface(v.strip())
+        except ValueError:
+            raise ValueError(f"{v!r} is not an address with its prefix — write one such as 198.18.0.1/24") from None
+        if interface.version != 4 or interface.ip == interface.network.network_address:
+            raise ValueError(f"{v} is not a host address in its network — write one such as 198.18.0.1/24")
+        return str(interface)
+
+    @field_validator("engine_pools", "swarm_pools")
+    @classmethod
+    def _pools(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("list at least one range, such as 198.18.128.0/17")
+        return [str(_network(item, "198.18.128.0/17")) for item in v]
+
+    @model_validator(mode="after")
+    def _apart(self) -> "Addresses":
+        for field, size in (("engine_pools", self.engine_pool_size), ("swarm_pools", self.swarm_subnet_size)):
+            for pool in getattr(self, field):
+                if ipaddress.ip_network(pool).prefixlen > size:
+                    raise ValueError(f"{field}: {pool} is smaller than one network of /{size} — widen it or "
+                                     f"raise {'engine_pool_size' if field == 'engine_pools' else 'swarm_subnet_size'}")
+        ranges = self.ranges()
+        for index, (name, net) in enumerate(ranges):
+            for other, other_net in ranges[index + 1:]:
+                if net.overlaps(other_net):
+                    raise ValueError(f"{name} ({net}) overlaps {other} ({other_net}) — give each its own range")
+        return self
+
+    def ranges(self) -> list[tuple[str, ipaddress.IPv4Network]]:
+        """Every range the hosts' engines and the Swarm may take, with the setting that gives it."""
+        found = [("addresses.engine_bridge", ipaddress.ip_interface(self.engine_bridge).network)]
+        found += [("addresses.engine_pools", ipaddress.ip_network(p)) for p in self.engine_pools]
+        found += [("addresses.swarm_pools", ipaddress.ip_network(p)) for p in self.swarm_pools]
+        return found
+
+    def role_variables(self) -> dict:
+        """roles/engine's and roles/swarm's variables for these ranges."""
+        return {
+            "engine_bridge_address": self.engine_bridge,
+            "engine_address_pools": [{"base": p, "size": self.engine_pool_size} for p in self.engine_pools],
+            "swarm_address_pools": list(self.swarm_pools),
+            "swarm_subnet_size": self.swarm_subnet_size,
+        }
+
+
+class DockerSite(BaseModel):
+    """How the Docker provider makes its hosts on this machine."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host_image: Literal["auto", "baked", "stock"] = Field(
+        "auto", description="What hosts boot: baked (the roles' install steps done ahead by `hubfleet bake`; "
+        "refused when the roles changed since), stock (a bare Debian 12, the roles install everything) or auto "
+        "(baked when it is current, else stock).")
+
+
+class SiteWide(BaseModel):
+    """The settings of the site file that hold for every provider."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    addresses: Addresses = Field(default_factory=Addresses, description="Ranges the hosts' engines and Swarms use.")
+    docker: DockerSite = Field(default_factory=DockerSite, description="The Docker provider's hosts.")
+
+
+def parse_site_wide(data: Any, *, source: str = SITE_FILE) -> SiteWide:
+    """The site-wide sections of a site file's mapping (the OpenStack fields are not looked at)."""
+    if data is None:
+        return SiteWide()
+    if not isinstance(data, dict):
+        raise InvalidInput([FieldProblem("", f"the top level must be a mapping of fields, got {type(data).__name__}")],
+                           source=source)
+    try:
+        return SiteWide.model_validate({k: v for k, v in data.items() if k in SITE_WIDE_KEYS})
+    except ValidationError as exc:
+        raise InvalidInput(problems_from(exc), source=source) from None
+
+
+def load_site_wide(state_dir: Path | None = None, path: Path | None = None) -> SiteWide:
+    """The site-wide settings from the site file; the defaults when there is none."""
+    path = Path(path) if path else site_path(state_dir)
+    if not path.exists():
+        return SiteWide()
+    return parse_site_wide(read_yaml(path, missing="it disappeared while being read"), source=str(path))
+
+
 def site_path(state_dir: Path | None = None) -> Path:
     """Where the site file is read from: $HUBFLEET_SITE_CONFIG, else <state-dir>/site.yaml."""
     if os.environ.get(SITE_ENV):
@@ -145,7 +269,8 @@ def parse_site(data: Any, *, source: str = SITE_FILE) -> Site:
         for key in data if str(key).lower() in CREDENTIAL_KEYS
     ]
     try:
-        site = Site.model_validate({k: v for k, v in data.items() if str(k).lower() not in CREDENTIAL_KEYS})
+        site = Site.model_validate({k: v for k, v in data.items()
+                                    if str(k).lower() not in CREDENTIAL_KEYS and k not in SITE_WIDE_KEYS})
     except ValidationError as exc:
         problems = [
             FieldProblem(p.path, f"unknown field — remove it or check its spelling (known: {', '.join(Site.model_fields)})")
@@ -168,3 +293,7 @@ def load_site(state_dir: Path | None = None, path: Path | None = None) -> Site:
 
 def json_schema() -> dict:
     return Site.model_json_schema()
+
+
+def site_wide_json_schema() -> dict:
+    return SiteWide.model_json_schema()

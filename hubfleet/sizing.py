@@ -12,37 +12,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 
-import yaml
-
-from hubfleet.descriptor import Course, format_bytes, parse_quantity
+from hubfleet.descriptor import Course, format_bytes
 from hubfleet.errors import FieldProblem, InvalidInput
+from hubfleet.flavors import BASE_DISK, GiB, Catalogue, Flavor, load_catalogue  # noqa: F401 (also sizing's names)
 from hubfleet.providers.base import HostSpec
 
-GiB = 1024**3
 HUB_MEMORY = GiB // 2
 HUB_CPU = 0.25
 CPU_FACTOR = 1.2
 DEFAULT_HEADROOM = 0.30
-BASE_DISK = 10 * GiB
 MAX_HOSTS = 64
-
-
-@dataclass(frozen=True)
-class Flavor:
-    name: str
-    vcpus: float
-    ram_bytes: int
-    disk_bytes: int
-    price_per_hour: float | None = None
-
-
-@dataclass(frozen=True)
-class Catalogue:
-    flavors: tuple[Flavor, ...]
-    currency: str = "EUR"
 
 
 @dataclass(frozen=True)
@@ -93,32 +73,6 @@ class Plan:
             "currency": self.currency,
             "notes": list(self.notes),
         }
-
-
-def load_catalogue(provider: str, path: Path | None = None) -> Catalogue:
-    """The flavor catalogue for a provider, from a YAML file (the packaged one by default)."""
-    if path is None:
-        text = resources.files("hubfleet.data").joinpath("flavors.yaml").read_text()
-        source = "flavors.yaml"
-    else:
-        text, source = Path(path).read_text(), str(path)
-    data = yaml.safe_load(text) or {}
-    rows = data.get(provider)
-    if not rows:
-        raise InvalidInput([FieldProblem(provider, f"no flavors listed for provider {provider!r}")], source=source)
-    problems, flavors = [], []
-    for i, row in enumerate(rows):
-        try:
-            flavors.append(Flavor(
-                name=str(row["name"]), vcpus=float(row["vcpus"]), ram_bytes=parse_quantity(row["ram"]),
-                disk_bytes=parse_quantity(row["disk"]),
-                price_per_hour=None if row.get("price_per_hour") is None else float(row["price_per_hour"]),
-            ))
-        except (KeyError, TypeError, ValueError) as exc:
-            problems.append(FieldProblem(f"{provider}[{i}]", f"bad flavor row ({exc}) — each needs name, vcpus, ram, disk"))
-    if problems:
-        raise InvalidInput(problems, source=source)
-    return Catalogue(tuple(flavors), currency=str(data.get("currency", "EUR")))
 
 
 def users_per_host(flavor: Flavor, mem_per_user: int, cpu_per_user: float, *, headroom: float, hub: bool) -> int:

@@ -18,11 +18,11 @@ from typing import Callable, Iterator
 
 import requests
 
-from hubfleet import acme_local
+from hubfleet.providers.docker import acme_local
 from hubfleet.descriptor import AcmeTls, Course, FileTls
 from hubfleet.environ import environ
 from hubfleet.errors import FieldProblem, InvalidInput, ProvisionError
-from hubfleet.providers import Host
+from hubfleet.providers.base import Host
 
 DIRECTORIES = {
     "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 ./scripts/ensure-docker.sh
+./scripts/images.sh
 course=${1:-examples/workshop.yaml}
 .venv/bin/hubfleet create "$course"
 name=$(.venv/bin/python -c 'import sys,yaml; print(yaml.safe_load(open(sys.argv[1]))["name"])' "$course")

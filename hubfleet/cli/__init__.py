@@ -65,7 +65,7 @@ def cli(ctx: click.Context, state_dir: Path | None, database_url: str | None, ve
 
 
 VERBS = ("validate", "plan", "create", "scale", "destroy", "list_", "status", "credentials", "lti_config",
-         "images", "portal")
+         "images", "bake", "portal")
 
 
 def _register() -> None:

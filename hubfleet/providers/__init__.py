@@ -9,7 +9,7 @@ from hubfleet.errors import HubfleetError
 from hubfleet.providers.base import Host, HostSpec, Progress, Provider
 
 _BACKENDS = {
-    "docker": "hubfleet.providers.docker:DockerProvider",
+    "docker": "hubfleet.providers.docker.provider:DockerProvider",
     "openstack": "hubfleet.providers.openstack:OpenStackProvider",
 }
 

@@ -29,10 +29,11 @@ class Host:
     role: str  # "hub" or "worker"
     address: str  # what Ansible connects to (127.0.0.1 for Docker hosts)
     ssh_port: int
-    ssh_user: str = "root"
+    ssh_user: str = "root"  # a non-root user must have passwordless sudo (the playbooks become root)
     private_address: str = ""  # what the other hosts of the course reach it at
     http_port: int | None = None  # where the proxy's port 80 answers from this machine
     https_port: int | None = None  # where the proxy's port 443 answers from this machine
+    data_volume_id: str = ""  # the cloud's id of an attached data volume (roles/engine mounts it), "" = none
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -40,7 +41,8 @@ class Host:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Host":
-        return cls(**data)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 class Provider(ABC):
@@ -62,9 +64,12 @@ class Provider(ABC):
     def hosts(self) -> list[Host]:
         """The course's hosts as they are now (empty when none exist)."""
 
-    @abstractmethod
-    def ensure_image(self, image: str) -> None:
-        """Make the notebook image present on every host before the first student arrives."""
+    def ensure_image(self, image: str) -> bool:
+        """Put the course image on every host by a faster way than Ansible's, when the backend has one.
+
+        True: every host has it now. False (the default): roles/image pulls it or sends it over SSH.
+        """
+        return False
 
     @abstractmethod
     def destroy_hosts(self) -> None:
@@ -76,6 +81,14 @@ class Provider(ABC):
 
         raise HubfleetError(f"the {self.name} provider cannot remove single hosts yet",
                             hint="keep the hosts, or archive and recreate the course with fewer")
+
+    def bake(self, ssh_public_key: str, configure: Callable[["Host"], None]) -> str:
+        """Make a baked host image: start a stock host that takes this key, `configure(host)` it (the
+        bake playbook runs there), save it as an image, remove the host; returns the image's name."""
+        from hubfleet.errors import HubfleetError
+
+        raise HubfleetError(f"the {self.name} provider cannot bake host images yet",
+                            hint="its hosts start from the stock image; the roles install everything")
 
     @abstractmethod
     def leftovers(self) -> list[str]:
@@ -90,7 +103,7 @@ class Provider(ABC):
         return None
 
     def catalogue(self):
-        """The flavors this backend really offers (a sizing.Catalogue), or None for the packaged one."""
+        """The flavors this backend really offers (a flavors.Catalogue), or None for the packaged one."""
         return None
 
     def check(self, specs: list[HostSpec]) -> list[str]:

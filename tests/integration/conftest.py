@@ -49,15 +49,17 @@ def ssh_keypair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return key, key.with_suffix(".pub").read_text().strip()
 
 
-def ssh_run(port: int, key: Path, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run `command` as root on 127.0.0.1:port with only this key (no agent, no password, no known_hosts)."""
+def ssh_run(port: int, key: Path, command: str, timeout: float = 60,
+            user: str = "debian") -> subprocess.CompletedProcess[str]:
+    """Run `command` as `user` (the hosts' cloud-init login user) on 127.0.0.1:port with only this key
+    (no agent, no password, no known_hosts)."""
     return subprocess.run(
         [
             "ssh", "-i", str(key), "-p", str(port),
             "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
             "-o", "ConnectTimeout=10",
-            "root@127.0.0.1", command,
+            f"{user}@127.0.0.1", command,
         ],
         capture_output=True, text=True, timeout=timeout,
     )

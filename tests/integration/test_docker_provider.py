@@ -1,5 +1,6 @@
-"""The Docker provider end to end: a one-host course booted, reached over SSH, given the notebook
-image, asked again (idempotent and fast), then destroyed without leftovers.
+"""The Docker provider end to end: a one-host course booted from the baked host image, reached over
+SSH as cloud-init's login user, given the notebook image, asked again (idempotent and fast), then
+destroyed without leftovers.
 
 The tests of this module share one course and run in file order; the last one destroys it.
 """
@@ -11,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from hubfleet.images import ensure_notebook_image
+from hubfleet.baking import bake_image
+from hubfleet.environ import environ
 from hubfleet.providers.base import Host, HostSpec
 from hubfleet.providers.docker import HOST_CPU_SHARES, DockerProvider
+from hubfleet.providers.docker.images import ensure_notebook_image
 from tests.integration.conftest import docker, ssh_run, unique_course_name
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]  # the first image build takes minutes
@@ -44,9 +47,14 @@ def recorder() -> Recorder:
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory: pytest.TempPathFactory, recorder: Recorder):
     course = unique_course_name("itdock")
-    provider = DockerProvider(course, tmp_path_factory.mktemp(course), recorder)
-    yield provider
-    provider.destroy_hosts()  # also when a test failed half-way
+    state = tmp_path_factory.mktemp("state")
+    site = state / "site.yaml"
+    site.write_text("docker: {host_image: baked}\n")
+    bake_image("docker", state, recorder)  # seconds when current; minutes after the roles changed
+    with environ(HUBFLEET_SITE_CONFIG=str(site)):
+        provider = DockerProvider(course, tmp_path_factory.mktemp(course), recorder)
+        yield provider
+        provider.destroy_hosts()  # also when a test failed half-way
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +74,13 @@ def notebook_image(recorder: Recorder) -> str:
 @pytest.fixture(scope="module")
 def notebook_on_hub(provider: DockerProvider, hub: Host, notebook_image: str, recorder: Recorder) -> str:
     started = time.monotonic()
-    provider.ensure_image(notebook_image)
+    assert provider.ensure_image(notebook_image), "a baked host's engine runs: the fast path copies the image"
     print(f"[timing] ensure_image (first) {time.monotonic() - started:.1f} s")
     return notebook_image
 
 
 def test_hub_is_described_as_the_orchestration_needs_it(provider: DockerProvider, hub: Host) -> None:
-    assert hub.role == "hub" and hub.address == "127.0.0.1" and hub.ssh_user == "root"
+    assert hub.role == "hub" and hub.address == "127.0.0.1" and hub.ssh_user == "debian"
     assert hub.ssh_port > 0 and hub.http_port and hub.https_port
     assert hub.private_address.count(".") == 3
     assert provider.hosts() == [hub]
@@ -95,31 +103,38 @@ def test_real_cores_are_the_hosts_cpu_limits_within_this_machine(provider: Docke
     assert provider.cpu_cores([]) is None
 
 
-def test_root_logs_in_over_ssh_with_the_key_only(hub: Host, ssh_keypair: tuple[Path, str]) -> None:
-    result = ssh_run(hub.ssh_port, ssh_keypair[0], "true")
-    assert result.returncode == 0, result.stderr
-    config = ssh_run(hub.ssh_port, ssh_keypair[0], "sshd -T").stdout
-    assert "passwordauthentication no" in config and "permitrootlogin without-password" in config
+def test_the_login_user_logs_in_with_the_key_only_and_becomes_root(hub: Host, ssh_keypair: tuple[Path, str]) -> None:
+    result = ssh_run(hub.ssh_port, ssh_keypair[0], "sudo -n id -u")
+    assert result.returncode == 0 and result.stdout.strip() == "0", result.stderr
+    config = ssh_run(hub.ssh_port, ssh_keypair[0], "sudo -n sshd -T").stdout
+    assert "passwordauthentication no" in config
+    root = ssh_run(hub.ssh_port, ssh_keypair[0], "id -u", user="root")
+    assert root.stdout.strip() != "0", "cloud-init keeps root from logging in directly"
 
 
-def test_host_boots_cleanly_with_its_own_host_keys(hub: Host, ssh_keypair: tuple[Path, str]) -> None:
+def test_host_boots_cleanly_with_its_own_identity(hub: Host, ssh_keypair: tuple[Path, str]) -> None:
     state = ssh_run(hub.ssh_port, ssh_keypair[0],
-                    "timeout 60 systemctl is-system-running --wait; systemctl --failed --no-legend")
-    assert state.stdout.splitlines()[0] == "running", state.stdout
-    baked = docker("run", "--rm", "--entrypoint", "sh", "hubfleet/host:latest", "-c", "ls /etc/ssh/ssh_host_* 2>/dev/null")
-    assert baked.stdout.strip() == "", "host keys must not be baked into the image"
+                    "timeout 60 systemctl is-system-running --wait; systemctl --failed --no-legend; "
+                    "cloud-init status; hostname")
+    lines = state.stdout.splitlines()
+    assert lines[0] == "running" and "status: done" in lines and lines[-1] == hub.name, state.stdout
+    # Nothing of the machine it was baked on: host keys, machine id, login keys.
+    baked = docker("run", "--rm", "--entrypoint", "sh", "hubfleet/host:latest", "-c",
+                   "ls /etc/ssh/ssh_host_* /home/*/.ssh/authorized_keys /root/.ssh/authorized_keys 2>/dev/null; "
+                   "cat /etc/machine-id; ls /var/lib/cloud/instances 2>/dev/null")
+    assert baked.stdout.strip() == "", "the baked image must not carry the baking host's identity"
 
 
-def test_hub_environment_is_preinstalled(hub: Host, ssh_keypair: tuple[Path, str]) -> None:
+def test_hub_environment_is_baked(hub: Host, ssh_keypair: tuple[Path, str]) -> None:
     result = ssh_run(hub.ssh_port, ssh_keypair[0],
-                     "/opt/jupyterhub/venv/bin/jupyterhub --version && configurable-http-proxy --version")
+                     "/opt/jupyterhub/venv/bin/jupyterhub --version && configurable-http-proxy --version "
+                     "&& nginx -v 2>&1 && certbot --version && sudo -n docker info --format '{{.ServerVersion}}'")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[0].startswith("6.") and result.stdout.split()[1].startswith("4.6.")
-    # What Ansible's SSH sessions see: pip, npm and requests trust the machine's CA bundle.
-    trust = ssh_run(hub.ssh_port, ssh_keypair[0],
-                    "echo $REQUESTS_CA_BUNDLE; /opt/jupyterhub/venv/bin/pip config list; npm config get cafile")
+    # What Ansible's SSH sessions see: pip and requests trust the machine's CA bundle.
+    trust = ssh_run(hub.ssh_port, ssh_keypair[0], "echo $REQUESTS_CA_BUNDLE; /opt/jupyterhub/venv/bin/pip config list")
     lines = trust.stdout.splitlines()
-    assert lines[0] == lines[-1] == "/etc/hubfleet/ca-bundle.crt", trust.stdout + trust.stderr
+    assert lines[0] == "/etc/hubfleet/ca-bundle.crt", trust.stdout + trust.stderr
     assert "global.cert='/etc/hubfleet/ca-bundle.crt'" in lines, trust.stdout
 
 

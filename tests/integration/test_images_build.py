@@ -7,22 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from hubfleet import images
+from hubfleet.providers.docker import images
 from hubfleet.errors import ProvisionError
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]  # a first build takes minutes
 
 
 def test_a_built_image_is_returned_from_cache_at_once() -> None:
-    refs = [images.ensure_base_image(print), images.ensure_host_image(print), images.ensure_notebook_image(print)]
+    refs = [images.ensure_base_image(print), images.ensure_stock_image(print), images.ensure_notebook_image(print)]
     messages: list[str] = []
     started = time.monotonic()
-    again = [images.ensure_base_image(messages.append), images.ensure_host_image(messages.append),
+    again = [images.ensure_base_image(messages.append), images.ensure_stock_image(messages.append),
              images.ensure_notebook_image(messages.append)]
     assert again == refs and time.monotonic() - started < 1.0
     assert not any("building" in message for message in messages)
     assert images.image_id("hubfleet/notebook:latest") == images.image_id(refs[2])
-    assert images.image_id("hubfleet/host:latest") == images.image_id(refs[1])
+    assert images.image_id("hubfleet/stock:latest") == images.image_id(refs[1])
 
 
 def test_a_failed_build_raises_with_the_log_tail(tmp_path: Path) -> None:

@@ -1,8 +1,11 @@
-"""A course larger than one host: the course's Swarm across Docker hosts.
+"""A course larger than one host, from stock hosts: the course's Swarm across Docker hosts.
 
-One course for the module, sized with a tiny flavor so that one host carries one student:
-it starts on one host, grows to two while a student's kernel runs, survives a killed worker,
-and is archived from both nodes. Tests run in file order.
+One course for the module, sized with a tiny flavor so that one host carries one student. Its
+hosts boot the stock Debian 12 image (systemd, sshd, python3, cloud-init), so the roles install
+everything and the course image goes over SSH, as on a cloud: it starts on one host, grows to
+two while a student's kernel runs (the new worker gets Docker and the image and joins), survives
+a killed worker, refuses to shrink while the worker holds a student's volume, and is archived
+from both nodes. Tests run in file order.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import yaml
 from hubfleet.jupyter import cookie_for, execute, login_with_password, start_own_server, stop_own_server
 from tests.conftest import EXAMPLES, future
 from tests.integration.cli_helpers import HUBFLEET, hubfleet, labelled
+from tests.integration.conftest import unique_course_name
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-COURSE = "t-swarm"
+COURSE = unique_course_name("t-swarm")  # other runs on this machine may run this module too
 WORKER = f"{COURSE}-worker-1"
 # One student per node: 2 GiB / 1.3 headroom - 0.5 GiB hub = 1 GiB on the hub host, 1.5 GiB elsewhere.
 FLAVORS = {"currency": "EUR", "docker": [{"name": "d.test", "vcpus": 2, "ram": "2Gi", "disk": "20Gi"}]}
@@ -35,7 +39,9 @@ def env(tmp_path_factory):
     import os
 
     state = tmp_path_factory.mktemp("swarm-state")
-    return {**os.environ, "HUBFLEET_STATE_DIR": str(state), "PYTHONUNBUFFERED": "1"}
+    site = state / "site.yaml"
+    site.write_text("docker: {host_image: stock}\n")
+    return {**os.environ, "HUBFLEET_STATE_DIR": str(state), "PYTHONUNBUFFERED": "1", "HUBFLEET_SITE_CONFIG": str(site)}
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +56,11 @@ def course(env, tmp_path_factory):
     data.pop("tls", None)
     path = folder / f"{COURSE}.yaml"
     path.write_text(yaml.safe_dump(data))
-    hubfleet(env, "create", str(path), "--flavors", str(flavors), "--no-probe")
+    started = time.monotonic()
+    made = hubfleet(env, "create", str(path), "--flavors", str(flavors), "--no-probe", timeout=1800)
+    print(f"create from a stock host: {time.monotonic() - started:.1f} s")
     creds = json.loads(hubfleet(env, "credentials", COURSE, "--json").stdout)
-    state = {"path": path, "password": creds["shared-password"], "files": {}}
+    state = {"path": path, "password": creds["shared-password"], "files": {}, "created": made.stdout + made.stderr}
     yield state
     if labelled(COURSE):
         hubfleet(env, "destroy", COURSE, "--yes", "--no-archive", check=False)
@@ -76,6 +84,23 @@ def write_file(url: str, session: requests.Session, user: str) -> str:
     return result.output.strip()
 
 
+def image_on(host: str) -> str:
+    return subprocess.run(["docker", "exec", host, "docker", "image", "inspect", "--format", "{{.Id}}",
+                           "hubfleet/notebook:latest"], capture_output=True, text=True).stdout.strip()
+
+
+def test_a_stock_host_is_configured_from_nothing(env, course):
+    output = course["created"]
+    assert "Install the Docker engine and the Docker SDK for Python" in output
+    assert "Copy the saved image to the host" in output, "a stock host's image goes over SSH"
+    wanted = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", "hubfleet/notebook:latest"],
+                            capture_output=True, text=True).stdout.strip()
+    assert image_on(f"{COURSE}-hub") == wanted
+    bridge = subprocess.run(["docker", "exec", f"{COURSE}-hub", "ip", "-4", "-o", "addr", "show", "docker0"],
+                            capture_output=True, text=True).stdout
+    assert "198.18.0.1/24" in bridge, "the engine takes the site's range, not 172.17.0.0/16"
+
+
 def test_one_host_course_grows_to_two_while_a_kernel_runs(env, course):
     first = status(env)
     assert [n["host"] for n in first["nodes"]] == [f"{COURSE}-hub"]
@@ -88,8 +113,9 @@ def test_one_host_course_grows_to_two_while_a_kernel_runs(env, course):
     assert execute(server, "x = 41", session=alice, kernel_id=kernel).status == "ok"
 
     started = time.monotonic()
-    hubfleet(env, "scale", COURSE, "--hosts", "2")
-    print(f"adding a host to the live course: {time.monotonic() - started:.1f} s")
+    hubfleet(env, "scale", COURSE, "--hosts", "2", timeout=1800)
+    print(f"adding a stock host to the live course: {time.monotonic() - started:.1f} s")
+    assert image_on(WORKER) == image_on(f"{COURSE}-hub"), "the new worker gets the course image"
 
     assert execute(server, "print(x + 1)", session=alice, kernel_id=kernel).output.strip() == "42"
     nodes = servers_per_node(env)
@@ -149,7 +175,9 @@ def test_shrinking_refuses_while_the_worker_holds_a_student_volume(env, course):
                           timeout=300)
     assert proc.returncode == 5
     assert f"{WORKER} holds 1 student volume(s) (hubfleet-user-bob)" in proc.stderr
-    assert len(status(env)["nodes"]) == 2, "nothing was removed"
+    nodes = status(env)["nodes"]
+    assert len(nodes) == 2, "nothing was removed"
+    assert all(n["availability"] == "active" for n in nodes), "the paused worker takes students again"
 
 
 def test_destroy_archives_both_nodes(env, course):

@@ -27,7 +27,8 @@ import websocket
 import yaml
 from cryptography import x509
 
-from hubfleet import acme_local, tls
+from hubfleet import tls
+from hubfleet.providers.docker import acme_local
 from hubfleet.jupyter import _run_on_channel, cookie_for, login_with_password, start_own_server
 from tests.conftest import EXAMPLES, future
 from tests.integration.cli_helpers import hubfleet, labelled

@@ -20,7 +20,8 @@ import pytest
 import requests
 import yaml
 
-from hubfleet import acme_local, tls
+from hubfleet import tls
+from hubfleet.providers.docker import acme_local
 from hubfleet.jupyter import execute, login_with_password, start_own_server, stop_own_server
 from hubfleet.state import StateStore
 from tests.conftest import EXAMPLES, future

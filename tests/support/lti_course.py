@@ -12,7 +12,7 @@ import secrets
 
 import pytest
 
-from hubfleet import acme_local
+from hubfleet.providers.docker import acme_local
 from tests.support.courses import (
     TestCourse,
     course_env,

@@ -9,7 +9,7 @@ import pytest
 from hubfleet.errors import ProvisionError
 from hubfleet.providers import get_provider
 from hubfleet.providers.base import HostSpec
-from hubfleet.providers.docker import (
+from hubfleet.providers.docker.provider import (
     MIN_MEMORY_BYTES,
     DockerProvider,
     MachineResources,

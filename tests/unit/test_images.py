@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from hubfleet import images
+from hubfleet.providers.docker import images
 from hubfleet.errors import ProvisionError
-from hubfleet.images import Recipe, content_tag, files_under
+from hubfleet.providers.docker.images import Recipe, content_tag, files_under
 
 
 @pytest.fixture
@@ -67,26 +67,38 @@ def test_child_tag_follows_a_change_in_the_base(monkeypatch: pytest.MonkeyPatch,
     assert images.notebook_image_ref() != notebook_before
 
 
-def test_hub_requirements_are_an_input_of_the_host_image(
+def test_the_roles_install_steps_are_inputs_of_the_baked_image(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    hub_files = tmp_path / "files"
-    hub_files.mkdir()
-    (hub_files / "hub-requirements.txt").write_text("jupyterhub==6.1.1\n")
-    (hub_files / "chp-version.txt").write_text("configurable-http-proxy@4.6.3\n")
-    monkeypatch.setattr(images, "HUB_FILES_DIR", hub_files)
-    before = images.host_recipe().tag
-    notebook = images.notebook_recipe().tag
-    (hub_files / "chp-version.txt").write_text("configurable-http-proxy@4.6.4\n")
-    assert images.host_recipe().tag != before
-    assert images.notebook_recipe().tag == notebook  # the notebook image does not install them
+    # A copy of the tree's bake inputs, so the test can change one without touching the real roles.
+    for pattern in images.BAKE_INPUTS:
+        for path in images.PROJECT_ROOT.glob(pattern):
+            target = tmp_path / path.relative_to(images.PROJECT_ROOT)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    monkeypatch.setattr(images, "PROJECT_ROOT", tmp_path)
+    before = images.host_recipe()
+    before_tag = before.tag  # the tag is computed from the files when asked
+    assert "roles/hub/files/hub-requirements.txt" in before.files and "playbooks/bake.yml" in before.files
+    assert "roles/engine/tasks/install.yml" in before.files
+    notebook, stock = images.notebook_recipe().tag, images.stock_recipe().tag
+    (tmp_path / "roles/hub/files/chp-version.txt").write_text("configurable-http-proxy@4.6.4\n")
+    assert images.host_recipe().tag != before_tag
+    (tmp_path / "roles/hub/templates").mkdir(parents=True)
+    (tmp_path / "roles/hub/templates/jupyterhub_config.py.j2").write_text("# a course's setting\n")
+    after = images.host_recipe().tag
+    (tmp_path / "roles/hub/templates/jupyterhub_config.py.j2").write_text("# another\n")
+    assert images.host_recipe().tag == after, "configuration is not baked: changing it does not re-bake"
+    assert (images.notebook_recipe().tag, images.stock_recipe().tag) == (notebook, stock)
 
 
 def test_real_recipes_hash_without_docker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")  # no docker binary reachable: hashing must not need it
-    refs = [images.base_recipe().ref, images.host_recipe().ref, images.notebook_image_ref()]
-    assert [ref.split(":")[0] for ref in refs] == ["hubfleet/base", "hubfleet/host", "hubfleet/notebook"]
-    assert "Dockerfile" in images.host_recipe().files and "Dockerfile" in images.notebook_recipe().files
+    refs = [images.base_recipe().ref, images.stock_recipe().ref, images.host_recipe().ref, images.notebook_image_ref()]
+    assert [ref.split(":")[0] for ref in refs] == ["hubfleet/base", "hubfleet/stock", "hubfleet/host",
+                                                  "hubfleet/notebook"]
+    assert "Dockerfile" in images.stock_recipe().files and "Dockerfile" in images.notebook_recipe().files
+    assert images.host_recipe().params["parent"] == images.stock_recipe().ref
 
 
 def test_missing_input_is_a_clear_error(tmp_path: Path) -> None:

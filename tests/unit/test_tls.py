@@ -1,4 +1,4 @@
-"""hubfleet/tls.py and the pure parts of hubfleet/acme_local.py: no Docker, no network."""
+"""hubfleet/tls.py and the pure parts of hubfleet/providers/docker/acme_local.py: no Docker, no network."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from hubfleet import acme_local, tls
+from hubfleet import tls
+from hubfleet.providers.docker import acme_local
 from hubfleet.descriptor import parse_course
 from hubfleet.errors import InvalidInput
 from hubfleet.providers import Host

@@ -1,8 +1,10 @@
 """The Docker provider: each host of a course is a container booting systemd ("a VM") on this machine.
 
-Hosts run the `hubfleet/host` image with their own Docker engine inside (storage on a named volume),
-sit on one network per course and publish SSH, HTTP and HTTPS on 127.0.0.1 only. Everything the
-provider creates carries the labels `hubfleet.managed`, `hubfleet.course` and `hubfleet.role`.
+Hosts boot a stock Debian 12 image (`hubfleet/stock`) or the same baked by the roles' install steps
+(`hubfleet/host`); cloud-init reads a NoCloud seed at first boot (login user `debian`, the course's
+key), as on a cloud. Their own Docker engine keeps its storage on a named volume. They sit on one
+network per course and publish SSH, HTTP and HTTPS on 127.0.0.1 only. Everything the provider
+creates carries the labels `hubfleet.managed`, `hubfleet.course` and `hubfleet.role`.
 """
 
 from __future__ import annotations
@@ -15,11 +17,18 @@ import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from hubfleet.errors import ProvisionError
-from hubfleet.images import ensure_host_image, ensure_notebook_image, image_id, run_docker
 from hubfleet.providers.base import Host, HostSpec, Provider
+from hubfleet.providers.docker.images import (
+    baked_image,
+    ensure_baked_image,
+    ensure_notebook_image,
+    ensure_stock_image,
+    image_id,
+    run_docker,
+)
 
 NOTEBOOK_REPO = "hubfleet/notebook"
 HUB_ROLE = "hub"
@@ -30,6 +39,9 @@ MIN_MEMORY_BYTES = 256 * 1024**2  # below this systemd, sshd and dockerd do not 
 LABEL_COURSE = "hubfleet.course"
 LABEL_ROLE = "hubfleet.role"
 LABEL_MANAGED = "hubfleet.managed"
+LOGIN_USER = "debian"  # the stock image's cloud-init user, as on Debian's cloud images
+SEED_DIR = "/var/lib/cloud/seed/nocloud"
+BOOT_FINISHED = "/var/lib/cloud/instance/boot-finished"  # cloud-init's last stage is done
 
 # A host is a container that can run systemd and its own Docker engine; --privileged fails here.
 HOST_RUN_FLAGS = [
@@ -60,7 +72,15 @@ class PlannedHost:
 
 class DockerProvider(Provider):
     name = "docker"
-    ready_timeout_s: float = 180.0  # boot to SSH + inner engine takes ~2 s; leave room for a busy machine
+    ready_timeout_s: float = 180.0  # boot to SSH and cloud-init done takes ~5 s; leave room for a busy machine
+
+    @property
+    def settings(self):
+        """The site's settings for this provider (the site file beside the state; defaults without one)."""
+        from hubfleet.site import load_site_wide
+
+        # workdir is <state-dir>/instances/<course>: the site file sits in the state dir.
+        return load_site_wide(self.workdir.parent.parent).docker
 
     # --- naming --------------------------------------------------------------------------
 
@@ -99,7 +119,7 @@ class DockerProvider(Provider):
     def ensure_hosts(self, specs: list[HostSpec], ssh_public_key: str) -> list[Host]:
         planned = self.plan(specs)
         check_public_key(ssh_public_key)
-        image = ensure_host_image(self.progress)
+        image = self.host_image()
         self._ensure_network()
         machine = machine_resources()
         for host in planned:
@@ -116,7 +136,21 @@ class DockerProvider(Provider):
         found = [self._host_from_inspect(item) for item in details]
         return sorted(found, key=lambda host: (host.role != HUB_ROLE, _worker_number(host.name)))
 
-    def ensure_image(self, image: str) -> None:
+    def host_image(self) -> str:
+        """The image new hosts boot, as the site asks: the baked one, the stock one, or (auto) baked when current."""
+        choice = self.settings.host_image
+        if choice != "stock":
+            found = baked_image(self.progress)
+            if found:
+                return found
+            if choice == "baked":
+                raise ProvisionError("the site asks for baked hosts, but no host image is baked for the current roles",
+                                     hint="run `hubfleet bake docker` (a few minutes), then run the command again")
+            self.progress("hosts start from the stock image (no current baked one: `hubfleet bake docker` makes it)")
+        return ensure_stock_image(self.progress)
+
+    def ensure_image(self, image: str) -> bool:
+        """Copy the image into every host's engine with docker exec: the fast path, when every engine runs."""
         wanted = self._outer_image_id(image)
         hosts = self.hosts()
         if not hosts:
@@ -127,9 +161,34 @@ class DockerProvider(Provider):
                     f"host {host.name} is {host.extra.get('state')}, so {image} cannot be copied to it",
                     hint="run the deployment again: it starts stopped hosts",
                 )
+        if not all(self._engine_answers(host.name) for host in hosts):
+            return False  # a stock host has no engine before the roles run: roles/image sends it over SSH
         # Hosts load in parallel so that a course's workers do not queue behind each other.
         with ThreadPoolExecutor(max_workers=min(len(hosts), MAX_PARALLEL_TRANSFERS)) as pool:
             list(pool.map(lambda host: self._ensure_image_on(host.name, image, wanted), hosts))
+        return True
+
+    def bake(self, ssh_public_key: str, configure: Callable[[Host], None]) -> str:
+        """hubfleet/host: a stock host container configured by `configure`, then committed as an image."""
+        check_public_key(ssh_public_key)
+
+        def bake_into(stock: str, ref: str) -> None:
+            planned = PlannedHost(f"{self.course_name}-hub", "hub", HUB_ROLE, HostSpec(HUB_ROLE, "bake", 2, 4 * 1024**3, 0))
+            self.destroy_hosts()  # what an interrupted bake left
+            try:
+                self._ensure_network()
+                self._ensure_running(planned, stock, machine_resources(), ssh_public_key)
+                self._wait_until_ready([planned.name])
+                configure(self.hosts()[0])
+                self.progress(f"saving {planned.name} as {ref}")
+                run_docker(["stop", "--time", "60", planned.name], timeout=120)
+                run_docker(["commit", "--change", "LABEL hubfleet.image=host", "--change", f"LABEL {LABEL_COURSE}=",
+                            "--change", f"LABEL {LABEL_MANAGED}=", "--change", f"LABEL {LABEL_ROLE}=",
+                            planned.name, ref], timeout=600)
+            finally:
+                self.destroy_hosts()
+
+        return ensure_baked_image(bake_into, self.progress)
 
     def destroy_hosts(self) -> None:
         containers = self._labelled("ps", "-aq")
@@ -189,11 +248,11 @@ class DockerProvider(Provider):
     def _ensure_running(
         self, host: PlannedHost, image: str, machine: "MachineResources", public_key: str
     ) -> None:
-        """Keep a running host, start a stopped one, create a missing one; the key is (re)written each time."""
+        """Keep a running host, start a stopped one, create a missing one with its cloud-init seed."""
         state = container_state(host.name)
         if state is None:
             self._create_container(host, image, machine)
-        self._install_public_key(host.name, public_key)  # before the first start: sshd never runs keyless
+            self._write_seed(host.name, public_key)  # before the first boot: cloud-init reads it then
         if state is not None and state["Running"]:
             self._note_stale_image(host.name, image)
             run_docker(["update", "--cpu-shares", str(HOST_CPU_SHARES), host.name])  # hosts made before the weight
@@ -228,18 +287,21 @@ class DockerProvider(Provider):
         if result.returncode == 0 and current and current != image:
             self.progress(f"{name} runs {current}, not {image}; destroy and recreate the hosts to update it")
 
-    def _install_public_key(self, name: str, public_key: str) -> None:
-        """Put the course's public key in root's authorized_keys (root-owned, 0600)."""
-        data = (public_key.strip() + "\n").encode()
+    def _write_seed(self, name: str, public_key: str) -> None:
+        """cloud-init's NoCloud seed: this host's name and id, and the course's key for the login user."""
+        meta = f"instance-id: {name}-{int(time.time())}\nlocal-hostname: {name}\n"
+        user = "#cloud-config\n" + json.dumps({"ssh_authorized_keys": [public_key.strip()]}) + "\n"
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as archive:
-            info = tarfile.TarInfo("authorized_keys")
-            info.size, info.mode, info.uid, info.gid, info.mtime = len(data), 0o600, 0, 0, int(time.time())
-            archive.addfile(info, io.BytesIO(data))
-        run_docker(["cp", "-", f"{name}:/root/.ssh"], input=buffer.getvalue())
+            for filename, text in (("meta-data", meta), ("user-data", user)):
+                data = text.encode()
+                info = tarfile.TarInfo(filename)
+                info.size, info.mode, info.uid, info.gid, info.mtime = len(data), 0o600, 0, 0, int(time.time())
+                archive.addfile(info, io.BytesIO(data))
+        run_docker(["cp", "-", f"{name}:{SEED_DIR}"], input=buffer.getvalue())
 
     def _wait_until_ready(self, names: list[str]) -> None:
-        """Wait until every host's sshd sends its banner and its inner Docker engine answers."""
+        """Wait until every host's sshd sends its banner and cloud-init has finished (the key is in place)."""
         deadline = time.monotonic() + self.ready_timeout_s
         started = time.monotonic()
         pending = {name: "not checked yet" for name in names}
@@ -248,7 +310,7 @@ class DockerProvider(Provider):
                 reason = self._not_ready_reason(name)
                 if reason is None:
                     del pending[name]
-                    self.progress(f"{name} answers SSH and runs Docker ({time.monotonic() - started:.0f} s)")
+                    self.progress(f"{name} answers SSH ({time.monotonic() - started:.0f} s)")
                 else:
                     pending[name] = reason
             if pending and time.monotonic() > deadline:
@@ -269,13 +331,16 @@ class DockerProvider(Provider):
                 f"host {name} stopped while booting (exit code {state.get('ExitCode')})",
                 hint=f"look at `docker logs {name}`",
             )
+        if run_docker(["exec", name, "test", "-e", BOOT_FINISHED], check=False, timeout=30).returncode != 0:
+            return "cloud-init has not finished"
         port = published_port(name, PUBLISHED_PORTS["ssh"])
         if port is None or not ssh_banner_answers(port):
             return "SSH does not answer"
-        if run_docker(["exec", name, "docker", "info", "--format", "{{.ServerVersion}}"],
-                      check=False, timeout=30).returncode != 0:
-            return "its Docker engine does not answer"
         return None
+
+    def _engine_answers(self, name: str) -> bool:
+        return run_docker(["exec", name, "docker", "info", "--format", "{{.ServerVersion}}"],
+                          check=False, timeout=30).returncode == 0
 
     def _host_from_inspect(self, item: dict) -> Host:
         name = item["Name"].lstrip("/")
@@ -286,6 +351,7 @@ class DockerProvider(Provider):
             role=item["Config"]["Labels"].get(LABEL_ROLE, WORKER_ROLE),
             address="127.0.0.1",
             ssh_port=_port_from(ports, PUBLISHED_PORTS["ssh"]) or 0,  # 0 while the host is stopped
+            ssh_user=LOGIN_USER,
             private_address=(networks.get(self.network_name) or {}).get("IPAddress", ""),
             http_port=_port_from(ports, PUBLISHED_PORTS["http"]),
             https_port=_port_from(ports, PUBLISHED_PORTS["https"]),

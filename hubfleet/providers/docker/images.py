@@ -1,9 +1,10 @@
 """hubfleet's container images, built on this machine and cached by content.
 
-Three images: `hubfleet/base` (a debootstrapped Debian 12), `hubfleet/host` (a "VM": systemd,
-sshd, its own Docker engine, the hub's environment pre-installed) and `hubfleet/notebook` (the
-students' single-user server). Each tag is a short hash of everything that goes into the image,
-so an unchanged recipe is a single `docker image inspect` and never a rebuild.
+Four images: `hubfleet/base` (a debootstrapped Debian 12), `hubfleet/stock` (a stock Debian 12
+"VM": systemd, sshd, python3, cloud-init, nothing else), `hubfleet/host` (stock baked by the
+roles' install steps, `playbooks/bake.yml`) and `hubfleet/notebook` (the students' single-user
+server). Each tag is a short hash of everything that goes into the image, so an unchanged recipe
+is a single `docker image inspect` and never a rebuild.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections import deque
@@ -25,12 +27,14 @@ from hubfleet.errors import ProvisionError
 
 Progress = Callable[[str], None]
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 IMAGES_DIR = PROJECT_ROOT / "images"
-HUB_FILES_DIR = PROJECT_ROOT / "roles" / "hub" / "files"
+ROLES_DIR = PROJECT_ROOT / "roles"
+PLAYBOOKS_DIR = PROJECT_ROOT / "playbooks"
 MACHINE_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 BASE_REPO = "hubfleet/base"
+STOCK_REPO = "hubfleet/stock"
 HOST_REPO = "hubfleet/host"
 NOTEBOOK_REPO = "hubfleet/notebook"
 LATEST = "latest"
@@ -113,11 +117,21 @@ def base_recipe() -> Recipe:
     return Recipe(BASE_REPO, files, dict(DEBOOTSTRAP_ARGS))
 
 
+def stock_recipe() -> Recipe:
+    return Recipe(STOCK_REPO, files_under(IMAGES_DIR / "stock"), {"parent": base_recipe().ref})
+
+
+# What the bake runs: its playbooks and the roles' install steps with what they read.
+BAKE_INPUTS = ("playbooks/bake.yml", "playbooks/forget.yml", "roles/*/tasks/install.yml", "roles/*/defaults/main.yml",
+               "roles/*/meta/argument_specs.yml", "roles/hub/files/hub-requirements.txt",
+               "roles/hub/files/chp-version.txt")
+
+
 def host_recipe() -> Recipe:
-    files = files_under(IMAGES_DIR / "host")
-    files["hub-requirements.txt"] = HUB_FILES_DIR / "hub-requirements.txt"
-    files["chp-version.txt"] = HUB_FILES_DIR / "chp-version.txt"
-    return Recipe(HOST_REPO, files, {"parent": base_recipe().ref})
+    """The baked host: the stock image after playbooks/bake.yml (the roles' install steps)."""
+    files = {path.relative_to(PROJECT_ROOT).as_posix(): path
+             for pattern in BAKE_INPUTS for path in sorted(PROJECT_ROOT.glob(pattern))}
+    return Recipe(HOST_REPO, files, {"parent": stock_recipe().ref})
 
 
 def notebook_recipe() -> Recipe:
@@ -366,9 +380,23 @@ def _ensure_child(recipe: Recipe, progress: Progress) -> str:
     return _ensure(recipe, build, progress)
 
 
-def ensure_host_image(progress: Progress) -> str:
-    """hubfleet/host:<content tag>: the image every Docker host ("VM") of a course boots."""
-    return _ensure_child(host_recipe(), progress)
+def ensure_stock_image(progress: Progress) -> str:
+    """hubfleet/stock:<content tag>: a stock Debian 12 host, as a cloud's image is."""
+    return _ensure_child(stock_recipe(), progress)
+
+
+def baked_image(progress: Progress) -> str | None:
+    """hubfleet/host:<content tag> when it is baked for the current roles, else None."""
+    recipe = host_recipe()
+    return recipe.ref if _point_latest(recipe) else None
+
+
+def ensure_baked_image(bake: Callable[[str, str], None], progress: Progress) -> str:
+    """hubfleet/host:<content tag>, baked by `bake(stock image, new ref)` when the roles changed."""
+    def build(recipe: Recipe, progress: Progress) -> None:
+        bake(ensure_stock_image(progress), recipe.ref)
+
+    return _ensure(host_recipe(), build, progress)
 
 
 def ensure_notebook_image(progress: Progress) -> str:
@@ -378,16 +406,30 @@ def ensure_notebook_image(progress: Progress) -> str:
 
 def remove_stale_images(progress: Progress) -> list[str]:
     """Untag hubfleet images whose content tag is no longer current; images a container uses are kept."""
-    current = {base_recipe().ref, host_recipe().ref, notebook_recipe().ref}
+    current = {base_recipe().ref, stock_recipe().ref, host_recipe().ref, notebook_recipe().ref}
     listed = run_docker(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}",
                          "--filter", "reference=hubfleet/*"]).stdout.split()
     removed = []
     for ref in listed:
         repo, _, tag = ref.partition(":")
-        if repo not in (BASE_REPO, HOST_REPO, NOTEBOOK_REPO) or tag == LATEST or ref in current:
+        if repo not in (BASE_REPO, STOCK_REPO, HOST_REPO, NOTEBOOK_REPO) or tag == LATEST or ref in current:
             continue
         # Without --force, docker refuses to remove an image that any container (even stopped) uses.
         if run_docker(["image", "rm", ref], check=False).returncode == 0:
             removed.append(ref)
             progress(f"removed the stale image {ref}")
     return removed
+
+
+def main(argv: list[str]) -> int:
+    """Build one image now: base, stock or notebook (scripts/images.sh)."""
+    builders = {"base": ensure_base_image, "stock": ensure_stock_image, "notebook": ensure_notebook_image}
+    if len(argv) != 1 or argv[0] not in builders:
+        print(f"usage: main([{'|'.join(builders)}])", file=sys.stderr)
+        return 2
+    try:
+        print(builders[argv[0]](lambda message: print(f"  {message}", file=sys.stderr)))
+    except ProvisionError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 5
+    return 0

@@ -16,9 +16,9 @@ and the same HTTP-01 validation as from Let's Encrypt, with no internet:
   pebble start; it is saved as `root.pem`, the file a browser or client must trust.
 
 Usage outside hubfleet (molecule, demos):
-  python -m hubfleet.acme_local ensure STATE_DIR          prints the server as JSON
-  python -m hubfleet.acme_local add-a STATE_DIR DOMAIN IP
-  python -m hubfleet.acme_local stop STATE_DIR
+  python -m hubfleet.providers.docker.acme_local ensure STATE_DIR          prints the server as JSON
+  python -m hubfleet.providers.docker.acme_local add-a STATE_DIR DOMAIN IP
+  python -m hubfleet.providers.docker.acme_local stop STATE_DIR
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def stop_local_acme(state_dir: Path) -> None:
     directory = acme_dir(state_dir)
     for name in ("pebble", "challtestsrv"):
         _stop(directory, name)
-    from hubfleet.images import run_docker
+    from hubfleet.providers.docker.images import run_docker
 
     network = network_name(state_dir)
     if run_docker(["network", "inspect", network], check=False).returncode == 0:
@@ -218,7 +218,7 @@ def _ensure_ports(directory: Path, gateway: str) -> dict[str, int]:
 
 def _ensure_network(state_dir: Path) -> str:
     """The gateway address of this state dir's ACME network, creating the network when missing."""
-    from hubfleet.images import run_docker
+    from hubfleet.providers.docker.images import run_docker
 
     name = network_name(state_dir)
     found = run_docker(["network", "inspect", name, "--format", "{{json .IPAM.Config}}"], check=False)
