@@ -384,9 +384,16 @@ def destroy_course(store: StateStore, name: str, *, archive: bool = True,
         record = _recorder(store, name, progress)
         provider = provider_for(store, name, instance.provider, record)
         summary = None
-        if archive:
+        saved = instance.outputs.get("archive") if instance.status == "destroying" else None
+        if archive and saved and Path(saved["path"]).is_file():
+            # A destroy interrupted while removing: its archive was verified before anything went.
+            summary = ArchiveSummary(Path(saved["path"]), saved["files"], saved["volumes"], saved["bytes"],
+                                     saved["sha256"])
+            record("info", f"the students' work was archived before removal began: {summary.path}")
+        elif archive:
             summary = _archive(store, instance, provider, record, verbosity)
-        store.update(name, status="destroying")
+        store.update(name, status="destroying",
+                     outputs={**instance.outputs, "archive": summary.to_dict() if summary else None})
         record("step", "removing hosts, volumes and networks")
         provider.destroy_hosts()
         left = provider.leftovers()

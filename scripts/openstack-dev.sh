@@ -174,9 +174,11 @@ stop_mariadb() {
 }
 
 # What the migrated databases depend on: the services' package versions, their configuration
-# templates and this script (the socket path and the cell mappings are in the data).
+# templates, the socket path (in the cell mappings) and SCHEMA_RECIPE (bump it when the migration
+# steps below change).
+SCHEMA_RECIPE=1
 schema_key() {
-  { dpkg-query -W "${PACKAGES[@]}" mariadb-server 2>/dev/null; cat "$TPL"/*.conf.in "$0"; echo "$RUN"; } \
+  { dpkg-query -W "${PACKAGES[@]}" mariadb-server 2>/dev/null; cat "$TPL"/*.conf.in; echo "$RUN $SCHEMA_RECIPE"; } \
     | sha256sum | cut -c1-16
 }
 
@@ -235,7 +237,7 @@ start() {
   local cached=$DIR/cache/mysql-$key
   if [ -d "$cached" ]; then
     log "starting MariaDB (unix socket only) on the cached migrated databases"
-    cp -a "$cached" "$RUN/mysql"
+    cp -a "$cached/." "$RUN/mysql/"
     start_mariadb
   else
     log "starting MariaDB (unix socket only)"

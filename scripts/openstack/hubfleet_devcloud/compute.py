@@ -194,8 +194,9 @@ class ContainerDriver(driver.ComputeDriver):
         sizes = {orc.VCPU: os.cpu_count() or 1, orc.MEMORY_MB: self._memory_mb(), orc.DISK_GB: max(1, total_disk)}
         reserved = {orc.VCPU: CONF.reserved_host_cpus, orc.MEMORY_MB: CONF.reserved_host_memory_mb,
                     orc.DISK_GB: self._get_reserved_host_disk_gb_from_config()}
+        # One server may be as large as the overcommitted machine (a flavor's 16 vCPU share its 2 cores).
         provider_tree.update_inventory(nodename, {
-            rc: {"total": total, "min_unit": 1, "max_unit": total, "step_size": 1,
+            rc: {"total": total, "min_unit": 1, "max_unit": int(total * ratios[rc]), "step_size": 1,
                  "allocation_ratio": ratios[rc], "reserved": reserved[rc]}
             for rc, total in sizes.items()})
 

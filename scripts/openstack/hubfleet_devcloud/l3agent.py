@@ -24,8 +24,15 @@ import time
 from hubfleet_devcloud import net
 
 POLL = 1.0
-FULL_EVERY = 30  # passes: re-apply everything now and then, in case something was removed by hand
+FULL_EVERY = 60  # passes: read and re-apply everything now and then, in case something was removed by hand
 LOG = logging.getLogger("hubfleet-l3")
+
+
+def fingerprint(conn) -> tuple:
+    """What changes when a router, its interfaces or a floating IP change: two cheap calls a pass."""
+    routers = sorted((r.id, r.revision_number) for r in conn.network.routers())
+    ips = sorted((i.id, i.revision_number, i.port_id or "") for i in conn.network.ips())
+    return tuple(routers), tuple(ips)
 
 
 def desired_state(conn) -> tuple[tuple[str, str] | None, list[net.Router], set[str]]:
@@ -103,10 +110,17 @@ def serve(once: bool = False) -> int:
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     last = None
+    seen = None
     applied_rules: dict[str, str] = {}
     passes = 0
     while not stop:
         try:
+            now = fingerprint(conn)
+            if now == seen and passes % FULL_EVERY != 0:
+                passes += 1
+                time.sleep(POLL)
+                continue
+            seen = now
             state = desired_state(conn)
             if state != last or passes % FULL_EVERY == 0:
                 if passes % FULL_EVERY == 0:
@@ -118,7 +132,7 @@ def serve(once: bool = False) -> int:
                 last = state
         except Exception as exc:  # the API may be restarting: try again next pass
             LOG.warning("pass failed: %s", exc)
-            last = None
+            last = seen = None
             if once:
                 return 1
         passes += 1
