@@ -68,8 +68,9 @@ def colliding(course: Course, addresses: Addresses, resolve: Resolver = system_r
             clash = next(((setting, net) for setting, net in ranges if ip in net), None)
             if clash:
                 setting, net = clash
+                where = str(ip) if host == str(ip) else f"{host} is at {ip}, which is"
                 problems.append(FieldProblem(field, (
-                    f"{host} is at {ip}, inside {net} that the hosts' Docker engines or Swarm use "
+                    f"{where} inside {net} that the hosts' Docker engines or Swarm use "
                     f"({setting}), so the hub could not reach it — set other ranges under `addresses:` in the site "
                     "file (e.g. engine_pools: [10.250.0.0/17]), or use an address of the peer outside them")))
                 break

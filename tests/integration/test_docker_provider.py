@@ -16,7 +16,7 @@ from hubfleet.baking import bake_image
 from hubfleet.environ import environ
 from hubfleet.providers.base import Host, HostSpec
 from hubfleet.providers.docker import HOST_CPU_SHARES, DockerProvider
-from hubfleet.providers.docker.images import ensure_notebook_image
+from hubfleet.providers.docker.images import ensure_notebook_image, host_recipe
 from tests.integration.conftest import docker, ssh_run, unique_course_name
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]  # the first image build takes minutes
@@ -119,7 +119,7 @@ def test_host_boots_cleanly_with_its_own_identity(hub: Host, ssh_keypair: tuple[
     lines = state.stdout.splitlines()
     assert lines[0] == "running" and "status: done" in lines and lines[-1] == hub.name, state.stdout
     # Nothing of the machine it was baked on: host keys, machine id, login keys.
-    baked = docker("run", "--rm", "--entrypoint", "sh", "hubfleet/host:latest", "-c",
+    baked = docker("run", "--rm", "--entrypoint", "sh", host_recipe().ref, "-c",
                    "ls /etc/ssh/ssh_host_* /home/*/.ssh/authorized_keys /root/.ssh/authorized_keys 2>/dev/null; "
                    "cat /etc/machine-id; ls /var/lib/cloud/instances 2>/dev/null")
     assert baked.stdout.strip() == "", "the baked image must not carry the baking host's identity"
@@ -128,9 +128,9 @@ def test_host_boots_cleanly_with_its_own_identity(hub: Host, ssh_keypair: tuple[
 def test_hub_environment_is_baked(hub: Host, ssh_keypair: tuple[Path, str]) -> None:
     result = ssh_run(hub.ssh_port, ssh_keypair[0],
                      "/opt/jupyterhub/venv/bin/jupyterhub --version && configurable-http-proxy --version "
-                     "&& nginx -v 2>&1 && certbot --version && sudo -n docker info --format '{{.ServerVersion}}'")
+                     "&& /usr/sbin/nginx -v 2>&1 && certbot --version && sudo -n docker info --format '{{.ServerVersion}}'")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split()[0].startswith("6.") and result.stdout.split()[1].startswith("4.6.")
+    assert result.stdout.split()[0].startswith("6.") and result.stdout.split()[1].startswith("4.5.")
     # What Ansible's SSH sessions see: pip and requests trust the machine's CA bundle.
     trust = ssh_run(hub.ssh_port, ssh_keypair[0], "echo $REQUESTS_CA_BUNDLE; /opt/jupyterhub/venv/bin/pip config list")
     lines = trust.stdout.splitlines()

@@ -57,7 +57,10 @@ def course(env, tmp_path_factory):
     path = folder / f"{COURSE}.yaml"
     path.write_text(yaml.safe_dump(data))
     started = time.monotonic()
-    made = hubfleet(env, "create", str(path), "--flavors", str(flavors), "--no-probe", timeout=1800)
+    made = hubfleet(env, "create", str(path), "--flavors", str(flavors), "--no-probe", timeout=1800, check=False)
+    if made.returncode != 0:
+        hubfleet(env, "destroy", COURSE, "--yes", "--no-archive", check=False)
+        raise AssertionError(f"create from a stock host failed:\n{made.stdout}\n{made.stderr}")
     print(f"create from a stock host: {time.monotonic() - started:.1f} s")
     creds = json.loads(hubfleet(env, "credentials", COURSE, "--json").stdout)
     state = {"path": path, "password": creds["shared-password"], "files": {}, "created": made.stdout + made.stderr}

@@ -86,7 +86,7 @@ def test_a_peer_inside_the_hosts_ranges_is_refused_with_its_field_and_the_fix(wo
     answers = {"moodle.campus.edu": ["192.0.2.10"], "keys.campus.edu": ["198.18.200.7"]}
     problems = peers.colliding(course, Addresses(), resolve=lambda host: answers.get(host, []))
     assert [p.path for p in problems] == ["authenticator.jwks_url"]
-    assert "198.18.200.7, inside 198.18.128.0/17" in problems[0].message
+    assert "keys.campus.edu is at 198.18.200.7, which is inside 198.18.128.0/17" in problems[0].message
     assert "addresses.engine_pools" in problems[0].message and "site file" in problems[0].message
     moved = Addresses(engine_pools=["10.250.0.0/17"])
     assert peers.colliding(course, moved, resolve=lambda host: answers.get(host, [])) == []

@@ -82,7 +82,7 @@ def test_the_roles_install_steps_are_inputs_of_the_baked_image(
     assert "roles/hub/files/hub-requirements.txt" in before.files and "playbooks/bake.yml" in before.files
     assert "roles/engine/tasks/install.yml" in before.files
     notebook, stock = images.notebook_recipe().tag, images.stock_recipe().tag
-    (tmp_path / "roles/hub/files/chp-version.txt").write_text("configurable-http-proxy@4.6.4\n")
+    (tmp_path / "roles/hub/files/hub-requirements.txt").write_text("jupyterhub==6.1.2\n")
     assert images.host_recipe().tag != before_tag
     (tmp_path / "roles/hub/templates").mkdir(parents=True)
     (tmp_path / "roles/hub/templates/jupyterhub_config.py.j2").write_text("# a course's setting\n")

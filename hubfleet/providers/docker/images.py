@@ -121,10 +121,11 @@ def stock_recipe() -> Recipe:
     return Recipe(STOCK_REPO, files_under(IMAGES_DIR / "stock"), {"parent": base_recipe().ref})
 
 
-# What the bake runs: its playbooks and the roles' install steps with what they read.
-BAKE_INPUTS = ("playbooks/bake.yml", "playbooks/forget.yml", "roles/*/tasks/install.yml", "roles/*/defaults/main.yml",
-               "roles/*/meta/argument_specs.yml", "roles/hub/files/hub-requirements.txt",
-               "roles/hub/files/chp-version.txt")
+# What the bake runs: its playbooks and the install steps (with what they read) of the roles it bakes.
+BAKED_ROLES = ("engine", "proxy", "tls", "hub")
+BAKE_INPUTS = ("playbooks/bake.yml", "playbooks/forget.yml", "roles/hub/files/hub-requirements.txt",
+               *(f"roles/{role}/{part}" for role in BAKED_ROLES
+                 for part in ("tasks/install.yml", "defaults/main.yml", "meta/argument_specs.yml")))
 
 
 def host_recipe() -> Recipe:
@@ -230,14 +231,15 @@ def _stream(
 
 
 @contextlib.contextmanager
-def _build_lock(repo: str, progress: Progress) -> Iterator[None]:
-    """One build per image at a time on this machine, across hubfleet processes."""
-    path = Path(tempfile.gettempdir()) / f"hubfleet-build-{repo.replace('/', '-')}.lock"
+def _build_lock(ref: str, progress: Progress) -> Iterator[None]:
+    """One build per image content at a time on this machine, across hubfleet processes (and source trees:
+    another tree's recipe has another tag and builds beside this one)."""
+    path = Path(tempfile.gettempdir()) / f"hubfleet-build-{ref.replace('/', '-').replace(':', '-')}.lock"
     with open(path, "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            progress(f"waiting for another hubfleet process that is building {repo}")
+            progress(f"waiting for another hubfleet process that is building {ref}")
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -250,7 +252,7 @@ def _ensure(recipe: Recipe, build: Callable[[Recipe, Progress], None], progress:
     ref = recipe.ref
     if _point_latest(recipe):
         return ref
-    with _build_lock(recipe.repo, progress):
+    with _build_lock(recipe.ref, progress):
         if not _point_latest(recipe):  # another process may have built it meanwhile
             started = time.monotonic()
             progress(f"building {ref} (first time for this content; takes minutes)")

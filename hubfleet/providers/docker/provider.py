@@ -40,7 +40,7 @@ LABEL_COURSE = "hubfleet.course"
 LABEL_ROLE = "hubfleet.role"
 LABEL_MANAGED = "hubfleet.managed"
 LOGIN_USER = "debian"  # the stock image's cloud-init user, as on Debian's cloud images
-SEED_DIR = "/var/lib/cloud/seed/nocloud"
+CLOUD_DIR = "/var/lib/cloud"  # the seed goes to seed/nocloud below it (a baked image has no seed directory)
 BOOT_FINISHED = "/var/lib/cloud/instance/boot-finished"  # cloud-init's last stage is done
 
 # A host is a container that can run systemd and its own Docker engine; --privileged fails here.
@@ -293,12 +293,16 @@ class DockerProvider(Provider):
         user = "#cloud-config\n" + json.dumps({"ssh_authorized_keys": [public_key.strip()]}) + "\n"
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as archive:
+            for directory in ("seed", "seed/nocloud"):
+                info = tarfile.TarInfo(directory)
+                info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+                archive.addfile(info)
             for filename, text in (("meta-data", meta), ("user-data", user)):
                 data = text.encode()
-                info = tarfile.TarInfo(filename)
+                info = tarfile.TarInfo(f"seed/nocloud/{filename}")
                 info.size, info.mode, info.uid, info.gid, info.mtime = len(data), 0o600, 0, 0, int(time.time())
                 archive.addfile(info, io.BytesIO(data))
-        run_docker(["cp", "-", f"{name}:{SEED_DIR}"], input=buffer.getvalue())
+        run_docker(["cp", "-", f"{name}:{CLOUD_DIR}"], input=buffer.getvalue())
 
     def _wait_until_ready(self, names: list[str]) -> None:
         """Wait until every host's sshd sends its banner and cloud-init has finished (the key is in place)."""
