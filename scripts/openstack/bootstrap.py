@@ -56,6 +56,13 @@ def identity() -> None:
     conn.identity.assign_project_role_to_user(project, tester, conn.identity.find_role("member"))
 
 
+def quotas() -> None:
+    """Room for a few courses: servers here are overcommitted containers, so cores and RAM are generous."""
+    conn = admin()
+    project = conn.identity.find_project("hubfleet-test")
+    conn.set_compute_quotas(project.id, instances=40, cores=320, ram=640 * 1024)
+
+
 def wait_for_compute(deadline: float) -> None:
     conn = admin()
     while time.monotonic() < deadline:
@@ -115,6 +122,7 @@ if __name__ == "__main__":
         identity()
     elif phase == "resources":
         resources(sys.argv[2], sys.argv[3], sys.argv[4])
+        quotas()
     elif phase == "wait-compute":
         wait_for_compute(time.monotonic() + float(os.environ.get("COMPUTE_TIMEOUT", "90")))
     elif phase == "wait-volumes":

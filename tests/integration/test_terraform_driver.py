@@ -30,6 +30,7 @@ from hubfleet.providers.openstack.terraform import (
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILTIN = ROOT / "tests" / "fixtures" / "terraform-builtin"
+ADOPT = ROOT / "tests" / "fixtures" / "terraform-adopt"  # test_openstack_e2e's: servers that already run
 GiB = 1024**3
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOb8Jm3mG0hYV9wq8gYdKkR0eI3bT1m0E0d7n6m3n8Qx hubfleet-test"
 FLAVORS = {"m1.medium": Flavor("m1.medium", 2, 4 * GiB, 40 * GiB)}
@@ -54,10 +55,11 @@ def declared(module: Path, kind: str) -> set[str]:
     return set(re.findall(rf'^{kind} "([a-z_]+)"', text, flags=re.M))
 
 
-def test_builtin_resources_module_has_the_same_inputs_and_outputs_as_the_openstack_module():
+@pytest.mark.parametrize("stand_in", [BUILTIN, ADOPT], ids=["builtin", "adopt"])
+def test_stand_in_modules_have_the_same_inputs_and_outputs_as_the_openstack_module(stand_in):
     module = default_module_dir()
-    assert declared(BUILTIN, "variable") == declared(module, "variable")
-    assert declared(BUILTIN, "output") == declared(module, "output")
+    assert declared(stand_in, "variable") == declared(module, "variable")
+    assert declared(stand_in, "output") == declared(module, "output")
     # Every key hubfleet writes into the .tfvars.json is a declared input, and nothing else.
     values = terraform_variables(site(), "course", specs(1), KEY, {}, FLAVORS, record=None)
     assert set(values) == declared(module, "variable")

@@ -257,6 +257,7 @@ class OpenStackProvider(Provider):
             raise ProvisionError(f"image {self.site.image!r} is not an active image in the cloud",
                                  hint="upload a Debian 12 cloud image or change `image:` in site.yaml")
         if choice == "stock":
+            self.progress(f"hosts start from the stock image {stock.name}")
             return stock
         baked = self._image(self.baked_image_name(stock))
         if baked is not None:
