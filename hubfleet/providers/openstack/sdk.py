@@ -101,7 +101,7 @@ class SdkEngine:
         attached = any(any(ip.get("subnet_id") == subnet.id for ip in (p.fixed_ips or []))
                        for p in net_api.ports(device_id=router.id))
         if not attached:
-            net_api.add_interface_to_router(router, subnet_id=subnet.id)
+            net_api.add_interface_to_router(router, subnet.id)  # positional: the keyword changed name in SDK 4
         return network
 
     def ensure_security_group(self):
@@ -281,7 +281,7 @@ class SdkEngine:
             self.progress(f"deleting router {router.name}")
             for port in net_api.ports(device_id=router.id, device_owner="network:router_interface"):
                 for fixed in port.fixed_ips or []:
-                    net_api.remove_interface_from_router(router, subnet_id=fixed["subnet_id"])
+                    net_api.remove_interface_from_router(router, fixed["subnet_id"])
             if router.external_gateway_info:
                 net_api.update_router(router, external_gateway_info={})
             net_api.delete_router(router, ignore_missing=True)
