@@ -39,6 +39,7 @@ class OpenStackProvider(Provider):
     """Servers on an OpenStack cloud; `engine: sdk` (openstacksdk) or `engine: terraform` in site.yaml."""
 
     name = "openstack"
+    baked_prefix = BAKED_PREFIX
 
     def __init__(self, course_name: str, workdir: Path, progress: Progress | None = None, *,
                  site: "OpenStackSite | None" = None, connection=None):
@@ -241,7 +242,7 @@ class OpenStackProvider(Provider):
         """The name of the image baked from `stock` with the current roles' install steps."""
         from hubfleet.baking import baked_tag  # what a bake runs is the bake's to say
 
-        return BAKED_PREFIX + baked_tag(f"glance:{stock.id}")
+        return self.baked_prefix + baked_tag(f"glance:{stock.id}")
 
     def boot_image(self):
         """The image new servers boot, as the site's host_image asks (see settings.py)."""
