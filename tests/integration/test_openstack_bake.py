@@ -25,6 +25,7 @@ from .openstack_env import dev_cloud, member_conn, tagged_everywhere  # noqa: F4
 pytestmark = [
     pytest.mark.openstack, pytest.mark.docker, pytest.mark.timeout(1800),
     pytest.mark.filterwarnings("ignore:The ignore_missing parameter:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::Warning:openstack"),  # openstacksdk's own deprecations of its internals
 ]
 GiB = 1024**3
 
@@ -46,10 +47,10 @@ def run(provider: OpenStackProvider, host, command: str) -> str:
     return result.stdout
 
 
-@pytest.fixture
-def baked(dev_cloud, member_conn, tmp_path):
-    """A bake whose configure step leaves a marker; the image is deleted afterwards (its tag is this bake's)."""
-    workdir = tmp_path / "bake"
+@pytest.fixture(scope="module")
+def baked(dev_cloud, member_conn, tmp_path_factory):
+    """One bake for the module, whose configure step leaves a marker; its image is deleted afterwards."""
+    workdir = tmp_path_factory.mktemp("bake")
     _, public_key = ensure_ssh_key(workdir / "secrets")
     baker = IsolatedBakes("hubfleet-bake", workdir, site=site(dev_cloud))
     steps: list[str] = []

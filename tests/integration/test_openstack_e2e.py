@@ -46,6 +46,7 @@ from .openstack_env import admin_conn, dev_cloud, devcloud_containers, member_co
 pytestmark = [
     pytest.mark.openstack, pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(3600),
     pytest.mark.filterwarnings("ignore:The ignore_missing parameter:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::Warning:openstack"),  # openstacksdk's own deprecations of its internals
 ]
 
 COURSE = unique_course_name("osw")

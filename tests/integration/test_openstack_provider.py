@@ -29,6 +29,7 @@ pytestmark = [
     pytest.mark.timeout(300),
     # openstacksdk's own internals raise these on every call; they say nothing about hubfleet.
     pytest.mark.filterwarnings("ignore:The ignore_missing parameter:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::Warning:openstack"),  # openstacksdk's own deprecations of its internals
     pytest.mark.filterwarnings("ignore:The field 'maxPersonality"),
 ]
 
