@@ -31,7 +31,7 @@ GiB = 1024**3
 
 
 class IsolatedBakes(OpenStackProvider):
-    baked_prefix = "hubfleet-host-test-"  # never the real bake's image (bench/openstack.py, `hubfleet bake`)
+    baked_prefix = "hubfleet-host-test-"  # never the real bake's image (bench/openstack_course.py, `hubfleet bake`)
 
 
 def site(dev_cloud, **overrides):

@@ -7,9 +7,9 @@ have HTTPS from the embedded ACME server as the workshop example does. "Cold" me
 network and volumes and a new state directory; the stock and notebook images are built beforehand
 and not timed; the bake is timed when it runs (--rebake forces one).
 
-    .venv/bin/python bench/openstack.py                # start the dev cloud if needed, bake, both creates
-    .venv/bin/python bench/openstack.py --only stock   # stock create, re-run, add a worker
-    .venv/bin/python bench/openstack.py --rebake       # delete the current baked image first
+    .venv/bin/python bench/openstack_course.py                # start the dev cloud if needed, bake, both creates
+    .venv/bin/python bench/openstack_course.py --only stock   # stock create, re-run, add a worker
+    .venv/bin/python bench/openstack_course.py --rebake       # delete the current baked image first
 """
 
 from __future__ import annotations
