@@ -157,7 +157,38 @@ def test_preflight_quota_shortages_are_one_message_with_numbers_and_nothing_is_c
     assert tagged_everywhere(member_conn, "quota") == []
 
 
-# --- edges of destroy and of the Terraform engine ---------------------------------------------------
+# --- data volumes, edges of destroy and of the Terraform engine ----------------------------------------
+
+
+def test_a_data_volume_is_attached_where_roles_engine_finds_it_and_goes_with_its_host(dev_cloud, member_conn,
+                                                                                       tmp_path):
+    import subprocess
+    import yaml
+
+    from hubfleet.ansible import ensure_ssh_key
+
+    site = yaml.safe_load(dev_cloud.site_yaml.read_text())  # this machine's address as operator: SSH works
+    p = OpenStackProvider("volumes", tmp_path / "instances" / "volumes", site=make_site(
+        operator_cidr=site["operator_cidr"], wait_ssh=True, ssh_timeout=600, active_timeout=300))
+    _, key = ensure_ssh_key(p.workdir / "secrets")
+    # m1.small has a 20 GiB disk: 40 GiB of students' data needs a volume of 30 GiB (all but the base 10).
+    specs = [spec("hub"), HostSpec(role="worker", flavor="m1.small", vcpus=1, ram_bytes=2 * GiB, disk_bytes=40 * GiB)]
+    try:
+        hub, worker = p.ensure_hosts(specs, key)
+        assert hub.data_volume_id == "" and worker.data_volume_id
+        volume = member_conn.block_storage.get_volume(worker.data_volume_id)
+        assert (volume.name, volume.size, volume.status) == ("volumes-worker-1-data", 30, "in-use")
+        device = f"/dev/disk/by-id/virtio-{worker.data_volume_id[:20]}"
+        probe = subprocess.run(p.login_command(worker, f"test -b {device} && lsblk -bno SIZE {device}"),
+                               capture_output=True, text=True, timeout=120)
+        assert probe.returncode == 0 and int(probe.stdout.split()[0]) == 30 * GiB, probe.stderr
+        p.remove_hosts(["volumes-worker-1"])
+        assert [h.name for h in p.hosts()] == ["volumes-hub"]
+        assert member_conn.block_storage.find_volume(worker.data_volume_id, ignore_missing=True) is None
+    finally:
+        p.destroy_hosts()
+    assert tagged_everywhere(member_conn, "volumes") == []
+
 
 
 def test_destroy_raises_loudly_when_tagged_resources_remain(dev_cloud, member_conn, tmp_path):

@@ -117,7 +117,7 @@ class OpenStackProvider(Provider):
         if report.ok:
             with self._cloud_errors("pre-flight"):
                 try:
-                    self.boot_image()
+                    self.boot_image(say=False)
                 except ProvisionError as exc:
                     report.problems.append(exc.message + (f" — {exc.hint}" if exc.hint else ""))
         return report.problems
@@ -244,8 +244,9 @@ class OpenStackProvider(Provider):
 
         return self.baked_prefix + baked_tag(f"glance:{stock.id}")
 
-    def boot_image(self):
+    def boot_image(self, *, say: bool = True):
         """The image new servers boot, as the site's host_image asks (see settings.py)."""
+        progress = self.progress if say else (lambda message: None)
         choice = self.site.host_image
         if choice not in ("auto", "baked", "stock"):
             image = self._image(choice)
@@ -258,17 +259,17 @@ class OpenStackProvider(Provider):
             raise ProvisionError(f"image {self.site.image!r} is not an active image in the cloud",
                                  hint="upload a Debian 12 cloud image or change `image:` in site.yaml")
         if choice == "stock":
-            self.progress(f"hosts start from the stock image {stock.name}")
+            progress(f"hosts start from the stock image {stock.name}")
             return stock
         baked = self._image(self.baked_image_name(stock))
         if baked is not None:
-            self.progress(f"hosts start from the baked image {baked.name}")
+            progress(f"hosts start from the baked image {baked.name}")
             return baked
         if choice == "baked":
             raise ProvisionError(f"host_image is baked, but no image is baked from {self.site.image} for the "
                                  "current roles", hint="run `hubfleet bake openstack`, or set host_image: auto")
-        self.progress(f"hosts start from the stock image {stock.name} (`hubfleet bake openstack` makes them "
-                      "start faster)")
+        progress(f"hosts start from the stock image {stock.name} (`hubfleet bake openstack` makes them start "
+                 "faster)")
         return stock
 
     def bake(self, ssh_public_key: str, configure: Callable[[Host], None]) -> str:
