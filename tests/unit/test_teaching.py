@@ -17,7 +17,7 @@ from hubfleet import teaching, trust
 from hubfleet.authenticators import kind_of
 from hubfleet.descriptor import parse_course
 from hubfleet.errors import InvalidInput
-from hubfleet.site import parse_site
+from hubfleet.providers.openstack.settings import parse_openstack_site as parse_site
 from hubfleet.state import StateStore
 
 ROOT = Path(__file__).resolve().parents[2]
