@@ -34,3 +34,15 @@ def bake_image(provider_name: str, state_dir: Path, progress: Progress, verbosit
         ansible.run_playbook("bake.yml", workdir=workdir, inventory=inventory, progress=report, verbosity=verbosity)
 
     return provider.bake(public_key, configure)
+
+
+def baked_tag(parent: str) -> str:
+    """The content tag of a bake that starts from `parent`: what the bake runs (the baked host
+    recipe's playbooks and install steps) and the image it starts from. A cloud names its baked
+    image after it, so a current bake is found and a stale one is not used."""
+    from dataclasses import replace
+
+    from hubfleet.providers.docker.images import host_recipe
+
+    return replace(host_recipe(), params={"parent": parent}).tag
+

@@ -116,7 +116,7 @@ def role_variables(course: Course, plan: Plan, hosts: list[Host], cores: float |
         "proxy_domain": course.domain,
         **(addresses or Addresses()).role_variables(),
         **kind_of(course).role_variables(course),
-        **teaching.role_variables(course),
+        **teaching.role_variables(course, kind_of(course)),
         **tls.role_variables(course, hosts),
     }
 
@@ -126,7 +126,7 @@ def ensure_secrets(store: StateStore, course: Course) -> dict:
     return {
         "hub_service_token": store.ensure_secret(course.name, "hub-api-token", nbytes=32),
         **kind_of(course).ensure_secrets(store, course),
-        **teaching.ensure_secrets(store, course),
+        **teaching.ensure_secrets(store, course, kind_of(course)),
     }
 
 

@@ -1,11 +1,9 @@
-"""The operator's site configuration: settings of every course on the site, and which cloud
-hubfleet's OpenStack provider uses, and how.
+"""The operator's site file: where it is, and its sections that hold for every course on the site.
 
 One YAML file per site, read from `$HUBFLEET_SITE_CONFIG` or `<state-dir>/site.yaml`. Its optional
 site-wide sections (`addresses`, `docker`) hold for every provider and default when the file or
-the section is absent; its other fields are the OpenStack provider's. It names the cloud but
-never holds its credentials: those stay in clouds.yaml (openstacksdk's own conventions,
-`OS_CLOUD` / `OS_CLIENT_CONFIG_FILE`). Every error names the field and the fix.
+the section is absent; its other fields are the OpenStack provider's own settings
+(hubfleet/providers/openstack/settings.py). Every error names the field and the fix.
 """
 
 from __future__ import annotations
@@ -17,114 +15,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hubfleet.descriptor import check_hostname, problems_from, read_yaml
+from hubfleet.descriptor import problems_from, read_yaml
 from hubfleet.errors import FieldProblem, InvalidInput
 
 SITE_ENV = "HUBFLEET_SITE_CONFIG"
 SITE_WIDE_KEYS = ("addresses", "docker", "ca_certificates")  # for every provider; the other fields are OpenStack's
 SITE_FILE = "site.yaml"
-# Keys that would put a credential into this file: it belongs in clouds.yaml.
-CREDENTIAL_KEYS = {"password", "auth", "application_credential_secret", "token", "secret", "os_password"}
-
-
-class Site(BaseModel):
-    """Where a site's OpenStack courses run. Credentials are not here: see clouds.yaml."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    cloud: str | None = Field(
-        None, min_length=1,
-        description="Name of the cloud in clouds.yaml; when omitted, openstacksdk's OS_CLOUD is used.",
-    )
-    image: str = Field(
-        min_length=1,
-        description="Name (or id) of the base image the hosts boot from, e.g. debian-12; it needs cloud-init.",
-    )
-    ssh_user: str = Field(
-        "debian", min_length=1, description="Login user the base image's cloud-init creates (debian, ubuntu...)."
-    )
-    external_network: str = Field(
-        min_length=1, description="External network the hub's floating IP and the course router use, e.g. public."
-    )
-    network: str | None = Field(
-        None, min_length=1,
-        description="An existing project network to attach hosts to; when omitted hubfleet creates one per "
-        "course (network, subnet and a router to external_network).",
-    )
-    subnet_cidr: str = Field(
-        "10.42.0.0/24", description="Address range of the network hubfleet creates per course (unused with network)."
-    )
-    dns_nameservers: list[str] = Field(
-        default_factory=list, description="Resolvers for the per-course subnet; the cloud's default when empty."
-    )
-    flavors: list[str] = Field(
-        default_factory=list,
-        description="Flavor names the sizing plan may choose from, in the cloud's list; all flavors when empty.",
-    )
-    operator_cidr: str = Field(
-        description="Where the operator (and Ansible) connects from: SSH is open to this range only, "
-        "e.g. 192.0.2.0/24 or 198.51.100.7/32.",
-    )
-    dns_zone: str | None = Field(
-        None,
-        description="A DNS (Designate) zone hubfleet may add the course's record to, e.g. hub.example.edu.; "
-        "without it (or without Designate) hubfleet reports the IP to put in DNS.",
-    )
-    engine: Literal["sdk", "terraform"] = Field(
-        "sdk", description="How hosts are created: sdk (openstacksdk, default) or terraform (terraform/openstack)."
-    )
-    wait_ssh: bool = Field(
-        True, description="After servers are ACTIVE, wait until the hub answers SSH (turn off on clouds whose "
-        "servers never boot, such as the fake-driver development cloud).",
-    )
-    ssh_timeout: int = Field(300, ge=10, le=3600, description="Seconds to wait for SSH on the hub.")
-    active_timeout: int = Field(600, ge=10, le=7200, description="Seconds to wait for servers to become ACTIVE.")
-    delete_timeout: int = Field(300, ge=10, le=3600, description="Seconds to wait for servers to be deleted.")
-    terraform_module: Path | None = Field(
-        None, description="Terraform module to use with engine: terraform; hubfleet's terraform/openstack when omitted."
-    )
-    terraform_binary: str = Field("terraform", min_length=1, description="The terraform command (name or path).")
-
-    @field_validator("operator_cidr")
-    @classmethod
-    def _operator_cidr(cls, v: str) -> str:
-        try:
-            net = ipaddress.ip_network(v.strip(), strict=False)
-        except ValueError:
-            raise ValueError(f"{v!r} is not a network — write an address range such as 198.51.100.7/32") from None
-        if net.prefixlen == 0:
-            raise ValueError(f"{v} opens SSH to the whole internet — give your own address range (e.g. x.y.z.w/32)")
-        return str(net)
-
-    @field_validator("subnet_cidr")
-    @classmethod
-    def _subnet(cls, v: str) -> str:
-        try:
-            net = ipaddress.ip_network(v.strip(), strict=False)
-        except ValueError:
-            raise ValueError(f"{v!r} is not a network — write a private range such as 10.42.0.0/24") from None
-        if net.num_addresses < 16:
-            raise ValueError(f"{v} is too small for a course — use a /28 or larger, e.g. 10.42.0.0/24")
-        return str(net)
-
-    @field_validator("dns_nameservers")
-    @classmethod
-    def _resolvers(cls, v: list[str]) -> list[str]:
-        for item in v:
-            try:
-                ipaddress.ip_address(item)
-            except ValueError:
-                raise ValueError(f"{item!r} is not an IP address — list resolver addresses such as 9.9.9.9") from None
-        return v
-
-    @field_validator("dns_zone")
-    @classmethod
-    def _zone(cls, v: str | None) -> str | None:
-        return None if v is None else check_hostname(v) + "."
-
-    def cloud_name(self) -> str | None:
-        """The cloud to connect to: this file's, else openstacksdk's OS_CLOUD."""
-        return self.cloud or os.environ.get("OS_CLOUD") or None
 
 
 def _network(value: str, example: str) -> ipaddress.IPv4Network:
@@ -260,43 +156,6 @@ def site_path(state_dir: Path | None = None) -> Path:
 
         state_dir = default_state_dir()
     return Path(state_dir) / SITE_FILE
-
-
-def parse_site(data: Any, *, source: str = SITE_FILE) -> Site:
-    """Validate a mapping into a Site, or raise InvalidInput naming every bad field."""
-    if not isinstance(data, dict):
-        raise InvalidInput([FieldProblem("", f"the top level must be a mapping of fields, got {type(data).__name__}")],
-                           source=source)
-    credential_problems = [
-        FieldProblem(key, "credentials do not belong in the site file — keep them in clouds.yaml and name the "
-                     "cloud with `cloud:` (or OS_CLOUD)")
-        for key in data if str(key).lower() in CREDENTIAL_KEYS
-    ]
-    try:
-        site = Site.model_validate({k: v for k, v in data.items()
-                                    if str(k).lower() not in CREDENTIAL_KEYS and k not in SITE_WIDE_KEYS})
-    except ValidationError as exc:
-        problems = [
-            FieldProblem(p.path, f"unknown field — remove it or check its spelling (known: {', '.join(Site.model_fields)})")
-            if p.message.startswith("unknown field") else p
-            for p in problems_from(exc)
-        ]
-        raise InvalidInput(credential_problems + problems, source=source) from None
-    if credential_problems:
-        raise InvalidInput(credential_problems, source=source)
-    return site
-
-
-def load_site(state_dir: Path | None = None, path: Path | None = None) -> Site:
-    """The site configuration from `path`, $HUBFLEET_SITE_CONFIG or <state-dir>/site.yaml."""
-    path = Path(path) if path else site_path(state_dir)
-    source = str(path)
-    data = read_yaml(path, missing=f"write one (see docs/openstack.md) or set {SITE_ENV} to its path")
-    return parse_site(data, source=source)
-
-
-def json_schema() -> dict:
-    return Site.model_json_schema()
 
 
 def site_wide_json_schema() -> dict:

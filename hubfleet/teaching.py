@@ -89,24 +89,23 @@ def lms_role_table() -> list[list]:
 GRADER_TOKEN_SECRET = "grader-api-token"  # the grader service's JupyterHub token (it reaches the exchange with it)
 
 
-def role_variables(course) -> dict:
-    """The inventory's teaching variables: each group's rights, and roles/grading's when the course grades."""
-    from hubfleet.authenticators import kind_of
+def role_variables(course, kind) -> dict:
+    """The inventory's teaching variables: each group's rights, and roles/grading's when the course grades.
 
+    `kind` is the course's authenticator class: where grades go depends on how people log in.
+    """
     scopes = group_scopes(grading=course.grading is not None)
     variables: dict = {"hub_group_scopes": {g: s for g, s in scopes.items() if g != EVERYONE},
                        "hub_user_scopes": scopes.get(EVERYONE, []), "grading_enabled": course.grading is not None}
     if course.grading is not None:
         variables.update(grading_course_id=course.grading_course_id, grading_image=course.image,
-                         **kind_of(course).grading_variables(course))
+                         **kind.grading_variables(course))
     return variables
 
 
-def ensure_secrets(store, course) -> dict:
+def ensure_secrets(store, course, kind) -> dict:
     """roles/grading's secrets, made once and kept: the grader's hub token and what the LMS needs."""
     if course.grading is None:
         return {}
-    from hubfleet.authenticators import kind_of
-
     return {"grading_grader_token": store.ensure_secret(course.name, GRADER_TOKEN_SECRET, nbytes=32),
-            **kind_of(course).grading_secrets(store, course)}
+            **kind.grading_secrets(store, course)}

@@ -50,6 +50,12 @@ def _on_loopback(host: Host) -> bool:
     return host.address in ("127.0.0.1", "localhost")
 
 
+def _reached_at(hub: Host) -> str:
+    """The address an ACME server (or a browser) reaches the proxy at: a host on this machine by its
+    container address (its published ports are loopback only), a cloud's by its public address."""
+    return hub.private_address if _on_loopback(hub) else hub.address
+
+
 def role_variables(course: Course, hosts: list[Host]) -> dict:
     """The inventory variables of roles/tls and of roles/proxy's HTTPS side; none of them secret."""
     # Every course is HTTPS (the descriptor has no way back to plain HTTP).
@@ -209,7 +215,7 @@ def ensure_ready(state_dir: Path, course: Course, hosts: list[Host], progress: P
     local = course.tls.acme_server == "local"
     if local:
         server = acme_local.ensure_local_acme(state_dir, progress)
-        acme_local.ensure_dns_record(server, course.domain, hub.private_address, state_dir=state_dir)
+        acme_local.ensure_dns_record(server, course.domain, _reached_at(hub), state_dir=state_dir)
         directory, verify = server.directory_url, server.listener_ca
         ca_pem = Path(server.listener_ca).read_text()
     else:
@@ -217,7 +223,7 @@ def ensure_ready(state_dir: Path, course: Course, hosts: list[Host], progress: P
     problems = [problem for problem in [_directory_problem(directory, course.tls.acme_server, verify)] if problem]
     if local:
         resolved, asked = acme_local.resolve(server, course.domain), "pebble-challtestsrv's DNS"
-        expected = {hub.private_address}
+        expected = {_reached_at(hub)}
     else:
         resolved, asked = _resolve(course.domain), "this machine's resolver"
         expected = {a for a in (hub.address, hub.private_address) if a and not _is_loopback(a)}
@@ -230,7 +236,7 @@ def ensure_ready(state_dir: Path, course: Course, hosts: list[Host], progress: P
                         "fix its DNS record")
     else:
         target = next(a for a in resolved if a in expected)
-        if not _port_answers(target, 80):
+        if not _port_reachable(target, 80):
             problems.append(f"domain: port 80 of {course.domain} ({target}) is not reachable, and ACME HTTP-01 "
                             "validation needs it — open it to the proxy host (security group, firewall)")
     if problems:
@@ -274,10 +280,14 @@ def _is_loopback(address: str) -> bool:
         return address == "localhost"
 
 
-def _port_answers(address: str, port: int, timeout: float = 5.0) -> bool:
+def _port_reachable(address: str, port: int, timeout: float = 5.0) -> bool:
+    """Whether the network lets us reach the port: an answer, or a refusal from a host that does not
+    listen there yet (a stock host gets nginx later); a timeout or no route is a closed path."""
     try:
         with socket.create_connection((address, port), timeout=timeout):
             return True
+    except ConnectionRefusedError:
+        return True
     except OSError:
         return False
 
@@ -388,14 +398,18 @@ def reaching(state_dir: Path, course: Course, hosts: list[Host]) -> Iterator[Non
     """Inside, clients in this process reach the course's hub as a browser trusting its CA would.
 
     The domain resolves to the hub when that hub is on this machine (Chromium resolves *.localhost to
-    loopback, RFC 6761; glibc here does not), so SNI, Host, hostname checks and websocket Origin are a
-    browser's; and the course's CA is trusted even where REQUESTS_CA_BUNDLE is set (see `trusting`).
+    loopback, RFC 6761; glibc here does not), or to the hub's public address when only the embedded
+    ACME server's DNS knows the name (as a DNS record would): so SNI, Host, hostname checks and
+    websocket Origin are a browser's; and the course's CA is trusted even where REQUESTS_CA_BUNDLE is
+    set (see `trusting`).
     """
     hub = _hub(hosts)
     ca = ca_certificate(state_dir, course)
     with ExitStack() as stack:
         if _on_loopback(hub):
             stack.enter_context(resolving_to_loopback(course.domain))
+        elif isinstance(course.tls, AcmeTls) and course.tls.acme_server == "local" and hub.address:
+            stack.enter_context(resolving_to(course.domain, hub.address))
         if ca is not None:
             stack.enter_context(trusting(ca))
         yield
@@ -423,14 +437,19 @@ def trusting(ca: Path) -> Iterator[None]:
         yield
 
 
-@contextmanager
-def resolving_to_loopback(domain: str) -> Iterator[None]:
+def resolving_to_loopback(domain: str):
     """Inside, `domain` resolves to 127.0.0.1 for this process (as *.localhost does in Chromium)."""
+    return resolving_to(domain, "127.0.0.1")
+
+
+@contextmanager
+def resolving_to(domain: str, address: str) -> Iterator[None]:
+    """Inside, `domain` resolves to `address` for this process (as a hosts-file line would)."""
     key = domain.lower().rstrip(".")
     with _lock:
         socket.getaddrinfo = _getaddrinfo  # idempotent: the wrapper only answers for registered names
         previous = _loopback_names.get(key)
-        _loopback_names[key] = "127.0.0.1"
+        _loopback_names[key] = address
     try:
         yield
     finally:

@@ -2,10 +2,12 @@
 
 Run by Debian's /usr/bin/python3 (its openstacksdk), in two phases:
   identity   service project and user, the catalogue, the test project and its member user
-  resources  wait for nova-compute, then flavors, an external network and a tiny image
+  resources  flavors, an external network and the stock Debian image (a `docker save` archive,
+             booted by the dev cloud's container compute driver)
 Passwords come from the environment and are never printed.
 """
 
+import ipaddress
 import os
 import sys
 import time
@@ -13,13 +15,15 @@ import time
 import openstack
 import yaml
 
-PORTS = {name: os.environ[f"PORT_{name.upper()}"] for name in ("glance", "placement", "nova", "neutron")}
+PORTS = {name: os.environ[f"PORT_{name.upper()}"] for name in ("glance", "placement", "nova", "neutron", "cinder")}
 CATALOGUE = [  # (service name, type, url)
     ("glance", "image", f"http://127.0.0.1:{PORTS['glance']}"),
     ("placement", "placement", f"http://127.0.0.1:{PORTS['placement']}"),
     ("nova", "compute", f"http://127.0.0.1:{PORTS['nova']}/v2.1"),
     ("neutron", "network", f"http://127.0.0.1:{PORTS['neutron']}"),
+    ("cinderv3", "volumev3", f"http://127.0.0.1:{PORTS['cinder']}/v3/%(project_id)s"),
 ]
+EXTERNAL_CIDR = os.environ.get("EXTERNAL_CIDR", "203.0.113.0/24")
 
 
 def admin() -> openstack.connection.Connection:
@@ -35,6 +39,9 @@ def identity() -> None:
         default_project_id=service_project.id)
     admin_role = conn.identity.find_role("admin")
     conn.identity.assign_project_role_to_user(service_project, user, admin_role)
+    # Service tokens (Nova to Cinder) are recognised by this role.
+    service_role = conn.identity.find_role("service") or conn.identity.create_role(name="service")
+    conn.identity.assign_project_role_to_user(service_project, user, service_role)
     for name, kind, url in CATALOGUE:
         service = conn.identity.find_service(name) or conn.identity.create_service(name=name, type=kind)
         if not list(conn.identity.endpoints(service_id=service.id)):
@@ -47,6 +54,13 @@ def identity() -> None:
         name="hubfleet", domain_id="default", password=os.environ["TEST_PASSWORD"],
         default_project_id=project.id)
     conn.identity.assign_project_role_to_user(project, tester, conn.identity.find_role("member"))
+
+
+def quotas() -> None:
+    """Room for a few courses: servers here are overcommitted containers, so cores and RAM are generous."""
+    conn = admin()
+    project = conn.identity.find_project("hubfleet-test")
+    conn.set_compute_quotas(project.id, instances=40, cores=320, ram=640 * 1024)
 
 
 def wait_for_compute(deadline: float) -> None:
@@ -62,7 +76,20 @@ def wait_for_compute(deadline: float) -> None:
     sys.exit("nova-compute did not report in time (see the logs under run/log)")
 
 
-def resources(flavors_file: str, image_file: str) -> None:
+def wait_for_volumes(deadline: float) -> None:
+    conn = admin()
+    while time.monotonic() < deadline:
+        try:
+            services = conn.block_storage.get("/os-services").json().get("services", [])
+            if any(s["binary"] == "cinder-volume" and s["state"] == "up" for s in services):
+                return
+        except openstack.exceptions.SDKException:
+            pass  # cinder-api still starting
+        time.sleep(1)
+    sys.exit("cinder-volume did not report in time (see the logs under run/log)")
+
+
+def resources(flavors_file: str, image_file: str, image_name: str) -> None:
     conn = admin()
     rows = (yaml.safe_load(open(flavors_file)) or {}).get("openstack", [])
     for row in rows:
@@ -77,12 +104,15 @@ def resources(flavors_file: str, image_file: str) -> None:
                                           provider_network_type="flat",
                                           provider_physical_network="public")
     if not list(conn.network.subnets(network_id=net.id)):
-        # TEST-NET-3: floating IPs are only database rows here, nothing is ever sent to them.
+        # TEST-NET-3 by default: this machine is its gateway (the external bridge), nothing else routes it.
+        network = ipaddress.ip_network(EXTERNAL_CIDR)
+        hosts = list(network.hosts())
         conn.network.create_subnet(name="public-subnet", network_id=net.id, ip_version=4,
-                                   cidr="203.0.113.0/24", gateway_ip="203.0.113.1", is_dhcp_enabled=False,
-                                   allocation_pools=[{"start": "203.0.113.10", "end": "203.0.113.250"}])
-    if conn.image.find_image("debian-12") is None:
-        conn.create_image("debian-12", filename=image_file, disk_format="raw", container_format="bare",
+                                   cidr=str(network), gateway_ip=str(hosts[0]), is_dhcp_enabled=False,
+                                   allocation_pools=[{"start": str(hosts[9]), "end": str(hosts[-5])}])
+    if conn.image.find_image(image_name) is None:
+        # What the container compute driver boots: a `docker save` archive of a stock Debian 12 system.
+        conn.create_image(image_name, filename=image_file, disk_format="raw", container_format="docker",
                           visibility="public", wait=True)
 
 
@@ -91,8 +121,11 @@ if __name__ == "__main__":
     if phase == "identity":
         identity()
     elif phase == "resources":
-        resources(sys.argv[2], sys.argv[3])
+        resources(sys.argv[2], sys.argv[3], sys.argv[4])
+        quotas()
     elif phase == "wait-compute":
         wait_for_compute(time.monotonic() + float(os.environ.get("COMPUTE_TIMEOUT", "90")))
+    elif phase == "wait-volumes":
+        wait_for_volumes(time.monotonic() + float(os.environ.get("COMPUTE_TIMEOUT", "90")))
     else:
         sys.exit(f"unknown phase {phase}")

@@ -1,5 +1,5 @@
 output "hosts" {
-  description = "One object per host, the hub first: name, role, id, address (floating IP for the hub), private_address, ssh_user."
+  description = "One object per host, the hub first: name, role, id, address (floating IP for the hub), private_address, ssh_user, volume_id (its data volume, or empty)."
   value       = module.compute.hosts
 }
 

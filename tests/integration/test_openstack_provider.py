@@ -1,8 +1,8 @@
-"""The OpenStack provider against a real OpenStack API (scripts/openstack-dev.sh, all on 127.0.0.1).
+"""The OpenStack provider's pre-flight and clean-up against a real OpenStack (scripts/openstack-dev.sh).
 
-Keystone, Glance, Placement, Neutron and Nova answer for real, but Nova runs the fake compute
-driver: servers become ACTIVE without booting, so SSH and Ansible never run on them (the tests
-that depend on it say `fake_compute`; the configuration path is covered by the Docker provider).
+Keystone, Glance, Placement, Nova, Neutron and Cinder answer for real on 127.0.0.1, and servers
+really boot (containers of the dev cloud's compute driver). Creating, configuring, scaling and
+destroying a whole course is test_openstack_e2e.py's; these are the refusals and the edges.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from hubfleet.descriptor import parse_course
 from hubfleet.errors import ProvisionError
-from hubfleet.providers import get_provider
 from hubfleet.providers.base import HostSpec
-from hubfleet.providers.openstack import OpenStackProvider, preflight, real_catalogue
-from hubfleet.site import parse_site
+from hubfleet.providers.openstack import OpenStackProvider
+from hubfleet.providers.openstack.preflight import preflight, preflight_specs, real_catalogue
+from hubfleet.providers.openstack.settings import parse_openstack_site
 from hubfleet.sizing import plan_course
 
 from .openstack_env import admin_conn, dev_cloud, member_conn, tagged_everywhere  # noqa: F401
@@ -29,6 +29,7 @@ pytestmark = [
     pytest.mark.timeout(300),
     # openstacksdk's own internals raise these on every call; they say nothing about hubfleet.
     pytest.mark.filterwarnings("ignore:The ignore_missing parameter:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::Warning:openstack"),  # openstacksdk's own deprecations of its internals
     pytest.mark.filterwarnings("ignore:The field 'maxPersonality"),
 ]
 
@@ -41,7 +42,7 @@ DEV_FLAVORS = {"m1.small", "m1.medium", "m1.large", "m1.xlarge", "m1.2xlarge", "
 def make_site(**overrides):
     data = {"cloud": "hubfleet-dev", "image": "debian-12", "external_network": "public",
             "operator_cidr": OPERATOR, "wait_ssh": False, "active_timeout": 120, "delete_timeout": 120}
-    return parse_site({**data, **overrides})
+    return parse_openstack_site({**data, **overrides})
 
 
 def public_key() -> str:
@@ -120,9 +121,7 @@ def test_preflight_missing_image_and_unfit_flavor_each_get_their_own_message(dev
 
 
 def test_preflight_picks_the_smallest_real_flavor_that_fits_a_missing_one(dev_cloud, tmp_path):
-    from hubfleet.providers.openstack import _preflight
-
-    report = _preflight(make_site(), "fits", [spec("hub", flavor="site.custom", vcpus=2, ram=3)])
+    report = preflight_specs(make_site(), "fits", [spec("hub", flavor="site.custom", vcpus=2, ram=3)])
     assert report.ok, report.problems
     assert report.flavors == {"site.custom": "m1.medium"}
     assert any("m1.medium" in n and "smallest that fits" in n for n in report.notes)
@@ -131,10 +130,12 @@ def test_preflight_picks_the_smallest_real_flavor_that_fits_a_missing_one(dev_cl
 @pytest.fixture
 def small_quotas(admin_conn, member_conn):
     project = member_conn.current_project_id
+    compute = admin_conn.get_compute_quotas(project)
+    before = {key: compute[key] for key in ("instances", "cores", "ram")}
     admin_conn.set_compute_quotas(project, instances=1, cores=2, ram=2048)
     admin_conn.set_network_quotas(project, floatingip=0, security_group=0)
     yield
-    admin_conn.delete_compute_quotas(project)
+    admin_conn.set_compute_quotas(project, **before)  # the dev cloud's own, roomier than the defaults
     admin_conn.delete_network_quotas(project)
 
 
@@ -156,104 +157,66 @@ def test_preflight_quota_shortages_are_one_message_with_numbers_and_nothing_is_c
     assert tagged_everywhere(member_conn, "quota") == []
 
 
-# --- create, re-run, destroy ---------------------------------------------------------------------
+# --- data volumes, edges of destroy and of the Terraform engine ----------------------------------------
 
 
-def test_fake_compute_create_tags_every_resource_waits_for_active_and_reruns_idempotently(
-        dev_cloud, member_conn, tmp_path):
-    steps: list[str] = []
-    p = get_provider("openstack", "fleet", tmp_path / "instances" / "fleet", steps.append)
-    p._site = make_site()  # the registry builds it from site.yaml; the test hands it the dev cloud's
-    key = public_key()
-    hosts = p.ensure_hosts([spec("hub"), spec("worker")], key)
+def test_a_data_volume_is_attached_where_roles_engine_finds_it_and_goes_with_its_host(dev_cloud, member_conn,
+                                                                                       tmp_path):
+    import subprocess
+    import yaml
+
+    from hubfleet.ansible import ensure_ssh_key
+
+    site = yaml.safe_load(dev_cloud.site_yaml.read_text())  # this machine's address as operator: SSH works
+    p = OpenStackProvider("volumes", tmp_path / "instances" / "volumes", site=make_site(
+        operator_cidr=site["operator_cidr"], wait_ssh=True, ssh_timeout=600, active_timeout=300))
+    _, key = ensure_ssh_key(p.workdir / "secrets")
+    # m1.small has a 20 GiB disk: 40 GiB of students' data needs a volume of 30 GiB (all but the base 10).
+    specs = [spec("hub"), HostSpec(role="worker", flavor="m1.small", vcpus=1, ram_bytes=2 * GiB, disk_bytes=40 * GiB)]
     try:
-        assert [(h.name, h.role) for h in hosts] == [("fleet-hub", "hub"), ("fleet-worker-1", "worker")]
-        hub, worker = hosts
-        assert hub.address.startswith("203.0.113.") and hub.private_address.startswith("10.42.0.")
-        assert worker.address == worker.private_address and worker.extra["ansible_ssh_common_args"].endswith(hub.address)
-        assert hub.ssh_user == "debian" and hub.http_port == 80 and hub.https_port == 443
-
-        servers = {s.name: s for s in member_conn.compute.servers() if s.name.startswith("fleet-")}
-        assert {s.status for s in servers.values()} == {"ACTIVE"}
-        assert all(s.metadata["hubfleet-course"] == "fleet" for s in servers.values())
-        assert servers["fleet-hub"].key_name == "hubfleet-fleet"
-        tag = "hubfleet-course=fleet"
-        for kind in ("networks", "subnets", "routers", "security_groups", "ips"):
-            mine = [r for r in getattr(member_conn.network, kind)() if tag in (r.tags or [])]
-            assert len(mine) == 1, kind
-        assert member_conn.compute.find_keypair("hubfleet-fleet").public_key.split()[:2] == key.split()[:2]
-
-        group = member_conn.network.find_security_group("hubfleet-fleet")
-        rules = list(member_conn.network.security_group_rules(security_group_id=group.id, direction="ingress"))
-        ssh = [r for r in rules if r.port_range_min == 22]
-        assert [(r.remote_ip_prefix, r.remote_group_id) for r in ssh] == [(OPERATOR, None)]
-        for port in (80, 443):
-            assert {r.ether_type for r in rules if r.port_range_min == port and r.remote_group_id is None} == {"IPv4", "IPv6"}
-        swarm = {(r.protocol, r.port_range_min) for r in rules if r.remote_group_id == group.id}
-        assert swarm == {("tcp", 2377), ("tcp", 7946), ("udp", 7946), ("udp", 4789)}
-        assert all(r.remote_ip_prefix is None for r in rules if r.remote_group_id == group.id)
-        assert any("point the course's DNS name at " + hub.address in s for s in steps)
-
-        # Re-running creates nothing: same servers, same floating IP, no "creating" step.
-        steps.clear()
-        again = p.ensure_hosts([spec("hub"), spec("worker")], key)
-        assert [h.extra["server_id"] for h in again] == [h.extra["server_id"] for h in hosts]
-        assert again[0].address == hub.address
-        assert not [s for s in steps if s.startswith("creating")], steps
-        assert p.hosts() == again
-        p.ensure_image("hubfleet/notebook:latest")
-        assert (p.workdir / "image").read_text().strip() == "hubfleet/notebook:latest"
+        hub, worker = p.ensure_hosts(specs, key)
+        assert hub.data_volume_id == "" and worker.data_volume_id
+        volume = member_conn.block_storage.get_volume(worker.data_volume_id)
+        assert (volume.name, volume.size, volume.status) == ("volumes-worker-1-data", 30, "in-use")
+        device = f"/dev/disk/by-id/virtio-{worker.data_volume_id[:20]}"
+        probe = subprocess.run(p.login_command(worker, f"test -b {device} && lsblk -bno SIZE {device}"),
+                               capture_output=True, text=True, timeout=120)
+        assert probe.returncode == 0 and int(probe.stdout.split()[0]) == 30 * GiB, probe.stderr
+        p.remove_hosts(["volumes-worker-1"])
+        assert [h.name for h in p.hosts()] == ["volumes-hub"]
+        assert member_conn.block_storage.find_volume(worker.data_volume_id, ignore_missing=True) is None
     finally:
         p.destroy_hosts()
-    assert p.leftovers() == [] and tagged_everywhere(member_conn, "fleet") == []
-    assert p.hosts() == []
+    assert tagged_everywhere(member_conn, "volumes") == []
 
 
-class Interrupted(Exception):
-    pass
 
-
-def test_fake_compute_destroy_interrupted_half_way_resumes_and_leaves_nothing(dev_cloud, member_conn, tmp_path):
-    p = provider(tmp_path, "halfway")
-    p.ensure_hosts([spec("hub"), spec("worker")], public_key())
-
-    def stop_at_servers(message: str) -> None:
-        if message.startswith("deleting server"):
-            raise Interrupted(message)
-
-    interrupted = provider(tmp_path, "halfway")
-    interrupted.progress = stop_at_servers  # as if the operator pressed Ctrl-C while servers were deleted
-    with pytest.raises(Interrupted):
-        interrupted.destroy_hosts()
-    left = p.leftovers()
-    assert any(item.startswith("server halfway-") for item in left)
-    assert any(item.startswith("security group hubfleet-halfway") for item in left)
-    assert not any(item.startswith("floating IP") for item in left)  # deleted before the interruption
-
-    p.destroy_hosts()
-    assert p.leftovers() == [] and tagged_everywhere(member_conn, "halfway") == []
-    p.destroy_hosts()  # destroying a destroyed course is a no-op
-
-
-def test_fake_compute_destroy_raises_loudly_when_tagged_resources_remain(dev_cloud, member_conn, tmp_path):
+def test_destroy_raises_loudly_when_tagged_resources_remain(dev_cloud, member_conn, tmp_path):
     p = provider(tmp_path, "stubborn")
-    p.ensure_hosts([spec("hub")], public_key())
+    p.ensure_hosts([spec("hub")], public_key())  # a real server: the dev cloud boots it
 
     class ForgetfulProvider(OpenStackProvider):
-        def _sdk_destroy(self) -> None:  # deletes only the floating IPs: the rest stays tagged
-            for ip in self.found.floating_ips():
-                self.conn.network.delete_ip(ip)
+        def engine(self, kind=None):  # an engine whose destroy deletes only the floating IPs
+            real = super().engine(kind)
+
+            class Forgetful:
+                def destroy(self_inner) -> None:
+                    for ip in real.found.floating_ips():
+                        real.conn.network.delete_ip(ip)
+
+            return Forgetful()
 
     forgetful = ForgetfulProvider("stubborn", p.workdir, site=make_site())
     with pytest.raises(ProvisionError, match=r"resource\(s\) of course 'stubborn' are still there") as err:
         forgetful.destroy_hosts()
     assert "server stubborn-hub" in str(err.value) and "keypair hubfleet-stubborn" in str(err.value)
+    assert "port " in str(err.value) and "network hubfleet-stubborn" in str(err.value)
     p.destroy_hosts()
     assert tagged_everywhere(member_conn, "stubborn") == []
+    p.destroy_hosts()  # destroying a destroyed course is a no-op
 
 
-def test_fake_compute_terraform_engine_runs_preflight_then_the_builtin_resources_module(dev_cloud, member_conn,
-                                                                                        tmp_path):
+def test_terraform_engine_runs_preflight_first_then_the_builtin_resources_module(dev_cloud, member_conn, tmp_path):
     import shutil
 
     if shutil.which("terraform") is None:
@@ -267,7 +230,10 @@ def test_fake_compute_terraform_engine_runs_preflight_then_the_builtin_resources
 
     hosts = p.ensure_hosts([spec("hub"), spec("worker")], public_key())
     assert [h.name for h in hosts] == ["tfengine-hub", "tfengine-worker-1"]
+    assert "ProxyCommand" in hosts[1].extra["ansible_ssh_common_args"], "workers are reached through the hub"
     assert (p.workdir / "terraform" / "terraform.tfstate").exists()
     assert p.hosts() == hosts
+    p.remove_hosts(["tfengine-worker-1"])
+    assert [h.name for h in p.hosts()] == ["tfengine-hub"]
     p.destroy_hosts()
     assert p.leftovers() == [] and tagged_everywhere(member_conn, "tfengine") == []

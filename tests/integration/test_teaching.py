@@ -22,12 +22,14 @@ from hubfleet.jupyter import cookie_for, start_own_server
 from tests.support.courses import (
     TestCourse,
     course_env,
+    create_course,
     destroy_course,
     ensure_course_network,
     error_message,
     free_port,
     hub_log,
     hubfleet,
+    reaching,
     service_client,
     write_descriptor,
 )
@@ -68,17 +70,15 @@ def lms(tmp_path_factory):
     descriptor = write_descriptor(directory, name, authenticator, grading={"course_id": COURSE_ID},
                                   ca_certificates=[str(ca.path)])
     try:
-        started = time.monotonic()
-        created = hubfleet(env, "create", str(descriptor), "--no-probe", "--hosts", "2", timeout=2400)
-        seconds = time.monotonic() - started
+        course = create_course(env, descriptor, name, "--hosts", "2", timeout=2400)
         status = hubfleet_json(env, "status", name, "--no-probe")
-        course = TestCourse(name, status["url"], env, created.stdout + created.stderr, seconds)
         course.extra.update(hubfleet_json(env, "lti-config", name), nodes=[n["host"] for n in status["nodes"]])
         platform.redirect_uris = [course.extra["redirection_uris"]]
-        platform.tool_jwks = requests.get(course.extra["public_keyset_url"], timeout=30).json()
-        wait_for_grader(course)
-        print(f"two-host graded LTI 1.3 course created in {seconds:.0f} s")
-        yield course, platform, str(ca.path)
+        with reaching(course):  # every hub is HTTPS: its *.localhost name and the embedded ACME root
+            platform.tool_jwks = requests.get(course.extra["public_keyset_url"], timeout=30).json()
+            wait_for_grader(course)
+            print(f"two-host graded LTI 1.3 course created in {course.seconds:.0f} s")
+            yield course, platform, str(ca.path)
     finally:
         destroy_course(env, name)
         platform.stop()

@@ -18,14 +18,19 @@ from pathlib import Path
 import pytest
 
 from hubfleet.errors import ProvisionError
+from hubfleet.flavors import Flavor
 from hubfleet.providers.base import HostSpec
-from hubfleet.providers.openstack import hosts_from_terraform_outputs, terraform_variables
-from hubfleet.site import parse_site
-from hubfleet.sizing import Flavor
-from hubfleet.terraform import TerraformRunner, default_module_dir
+from hubfleet.providers.openstack.settings import parse_openstack_site
+from hubfleet.providers.openstack.terraform import (
+    TerraformRunner,
+    default_module_dir,
+    hosts_from_terraform_outputs,
+    terraform_variables,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILTIN = ROOT / "tests" / "fixtures" / "terraform-builtin"
+ADOPT = ROOT / "tests" / "fixtures" / "terraform-adopt"  # test_openstack_e2e's: servers that already run
 GiB = 1024**3
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOb8Jm3mG0hYV9wq8gYdKkR0eI3bT1m0E0d7n6m3n8Qx hubfleet-test"
 FLAVORS = {"m1.medium": Flavor("m1.medium", 2, 4 * GiB, 40 * GiB)}
@@ -37,7 +42,7 @@ def site(**overrides):
     data = {"cloud": "hubfleet-dev", "image": "debian-12", "external_network": "public",
             "operator_cidr": "198.51.100.7/32", "engine": "terraform", "wait_ssh": False,
             "terraform_module": str(BUILTIN)}
-    return parse_site({**data, **overrides})
+    return parse_openstack_site({**data, **overrides})
 
 
 def specs(workers: int) -> list[HostSpec]:
@@ -50,10 +55,11 @@ def declared(module: Path, kind: str) -> set[str]:
     return set(re.findall(rf'^{kind} "([a-z_]+)"', text, flags=re.M))
 
 
-def test_builtin_resources_module_has_the_same_inputs_and_outputs_as_the_openstack_module():
+@pytest.mark.parametrize("stand_in", [BUILTIN, ADOPT], ids=["builtin", "adopt"])
+def test_stand_in_modules_have_the_same_inputs_and_outputs_as_the_openstack_module(stand_in):
     module = default_module_dir()
-    assert declared(BUILTIN, "variable") == declared(module, "variable")
-    assert declared(BUILTIN, "output") == declared(module, "output")
+    assert declared(stand_in, "variable") == declared(module, "variable")
+    assert declared(stand_in, "output") == declared(module, "output")
     # Every key hubfleet writes into the .tfvars.json is a declared input, and nothing else.
     values = terraform_variables(site(), "course", specs(1), KEY, {}, FLAVORS, record=None)
     assert set(values) == declared(module, "variable")
@@ -78,7 +84,8 @@ def test_terraform_driver_end_to_end_on_builtin_resources_module(tmp_path):
     assert hub.address == outputs["floating_ip"] == "203.0.113.100"
     assert hub.private_address == "10.42.0.10" and worker.address == worker.private_address == "10.42.0.11"
     assert hub.http_port == 80 and hub.https_port == 443 and hub.ssh_user == "debian"
-    assert worker.extra["ansible_ssh_common_args"] == "-o ProxyJump=debian@203.0.113.100"
+    assert hub.extra["floating_ip"] == "203.0.113.100" and worker.extra["floating_ip"] == ""
+    assert hub.data_volume_id == worker.data_volume_id == ""  # m1.medium's 40 GiB hold the 40 GiB planned
     assert outputs["dns_record"] == ""
 
     # Variables and state live in the course's state dir, never in the module's directory.
@@ -94,10 +101,14 @@ def test_terraform_driver_end_to_end_on_builtin_resources_module(tmp_path):
     again = runner.ensure_applied(terraform_variables(the_site, "tfcourse", specs(1), KEY, {}, FLAVORS, record=None))
     assert "terraform: nothing to change" in steps and "terraform apply" not in steps
     assert again["hosts"] == outputs["hosts"]
-    bigger = runner.ensure_applied(terraform_variables(the_site, "tfcourse", specs(2), KEY, {}, FLAVORS,
+    # A worker whose students' data outgrows its flavor's disk gets a data volume: its id comes out.
+    large = specs(2)[:2] + [HostSpec(role="worker", flavor="m1.medium", vcpus=2, ram_bytes=4 * GiB, disk_bytes=60 * GiB)]
+    bigger = runner.ensure_applied(terraform_variables(the_site, "tfcourse", large, KEY, {}, FLAVORS,
                                                        record="tfcourse.hub.example.edu."))
     assert [h["id"] for h in bigger["hosts"][:2]] == [h["id"] for h in outputs["hosts"]]
     assert len(bigger["hosts"]) == 3
+    volumes = [h.data_volume_id for h in hosts_from_terraform_outputs(bigger)]
+    assert volumes[:2] == ["", ""] and volumes[2] and 'terraform_data.volume["tfcourse-worker-2"]' in runner.resources()
 
     runner.destroy()
     assert runner.resources() == []

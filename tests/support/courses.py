@@ -121,9 +121,9 @@ def write_descriptor(directory: Path, name: str, authenticator: dict, **extra) -
     return path
 
 
-def create_course(env: dict, descriptor: Path, name: str) -> TestCourse:
+def create_course(env: dict, descriptor: Path, name: str, *options: str, timeout: float = 900) -> TestCourse:
     started = time.monotonic()
-    proc = hubfleet(env, "create", str(descriptor), "--no-probe")
+    proc = hubfleet(env, "create", str(descriptor), "--no-probe", *options, timeout=timeout)
     seconds = time.monotonic() - started
     status = yaml.safe_load(hubfleet(env, "status", name, "--json", "--no-probe").stdout)
     store = StateStore(Path(env["HUBFLEET_STATE_DIR"]))

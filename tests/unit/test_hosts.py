@@ -13,7 +13,8 @@ from hubfleet.descriptor import parse_course
 from hubfleet.errors import InvalidInput, ProvisionError
 from hubfleet.lifecycle import nodes_from, plan_for
 from hubfleet.providers.base import Host
-from hubfleet.site import Addresses, load_site_wide, parse_site, parse_site_wide
+from hubfleet.providers.openstack.settings import parse_openstack_site
+from hubfleet.site import Addresses, load_site_wide, parse_site_wide
 from hubfleet.state import StateStore
 
 MOODLE = {"kind": "lti13", "issuer": "https://moodle.campus.edu", "client_id": "hub",
@@ -49,7 +50,7 @@ def test_site_wide_sections_default_without_a_file_and_sit_beside_the_openstack_
     (tmp_path / "site.yaml").write_text(yaml.safe_dump(data))
     wide = load_site_wide(tmp_path)
     assert wide.addresses.engine_pools == ["10.250.0.0/17"] and wide.docker.host_image == "stock"
-    assert parse_site(data).image == "debian-12", "the OpenStack model ignores the site-wide sections"
+    assert parse_openstack_site(data).image == "debian-12", "the OpenStack model ignores the site-wide sections"
 
 
 def test_bad_ranges_name_the_field_and_the_fix():

@@ -15,15 +15,14 @@ import yaml
 from hubfleet.descriptor import parse_course
 from hubfleet.errors import ProvisionError
 from hubfleet.providers.base import HostSpec
-from hubfleet.providers.openstack import (
+from hubfleet.flavors import Catalogue, Flavor, load_catalogue
+from hubfleet.providers.openstack.cloud import connect
+from hubfleet.providers.openstack.names import host_name
+from hubfleet.providers.openstack.preflight import (
     PreflightReport,
     QuotaUse,
     catalogue_from_flavors,
-    cloud_init,
-    connect,
     data_volume_gib,
-    host_name,
-    hosts_from_terraform_outputs,
     quota_message,
     quota_shortages,
     resource_needs,
@@ -31,8 +30,10 @@ from hubfleet.providers.openstack import (
     security_group_rules,
     smallest_fitting,
 )
-from hubfleet.site import parse_site
-from hubfleet.sizing import Catalogue, Flavor, load_catalogue, plan_course
+from hubfleet.providers.openstack.settings import parse_openstack_site
+from hubfleet.providers.openstack.terraform import hosts_from_terraform_outputs
+from hubfleet.providers.openstack.userdata import cloud_init
+from hubfleet.sizing import plan_course
 
 GiB = 1024**3
 FLAVORS = [
@@ -134,28 +135,28 @@ def test_rule_key_treats_an_any_address_prefix_like_neutron_does():
     assert rule_key(created) == rule_key(stored)
 
 
-def test_cloud_init_prepares_the_host_for_ansible():
+def test_cloud_init_names_the_host_and_authorises_the_course_key_and_installs_nothing():
     text = cloud_init("c-hub", "ssh-ed25519 AAAA key\n")
     assert text.startswith("#cloud-config\n")
     data = yaml.safe_load(text)
-    assert data["ssh_authorized_keys"] == ["ssh-ed25519 AAAA key"] and "python3" in data["packages"]
-    assert data["hostname"] == "c-hub"
+    assert data == {"hostname": "c-hub", "ssh_authorized_keys": ["ssh-ed25519 AAAA key"]}
     base64.b64encode(text.encode())  # what the server create sends
 
 
-def test_hosts_from_terraform_outputs_put_the_hub_first_and_route_workers_through_it():
+def test_hosts_from_terraform_outputs_put_the_hub_first_with_its_ports_and_volumes():
     outputs = {"hosts": [
         {"name": "c-worker-2", "role": "worker", "id": "3", "address": "10.0.0.3", "private_address": "10.0.0.3",
          "ssh_user": "debian"},
         {"name": "c-hub", "role": "hub", "id": "1", "address": "203.0.113.5", "private_address": "10.0.0.1",
-         "ssh_user": "debian"},
+         "ssh_user": "debian", "volume_id": "v-1"},
         {"name": "c-worker-10", "role": "worker", "id": "4", "address": "10.0.0.4", "private_address": "10.0.0.4",
          "ssh_user": "debian"},
     ]}
     hosts = hosts_from_terraform_outputs(outputs)
     assert [h.name for h in hosts] == ["c-hub", "c-worker-2", "c-worker-10"]
     assert hosts[0].http_port == 80 and hosts[1].http_port is None
-    assert hosts[1].extra["ansible_ssh_common_args"] == "-o ProxyJump=debian@203.0.113.5"
+    assert hosts[0].extra["floating_ip"] == "203.0.113.5" and hosts[1].extra["floating_ip"] == ""
+    assert (hosts[0].data_volume_id, hosts[1].data_volume_id) == ("v-1", "")
     assert hosts_from_terraform_outputs({}) == []
 
 
@@ -178,7 +179,7 @@ def test_without_sdk_connect_says_how_to_install_it(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_openstack)
-    site = parse_site({"image": "i", "external_network": "e", "operator_cidr": "192.0.2.1/32"})
+    site = parse_openstack_site({"image": "i", "external_network": "e", "operator_cidr": "192.0.2.1/32"})
     with pytest.raises(ProvisionError, match="openstacksdk is not installed") as err:
         connect(site)
     assert "hubfleet[openstack]" in str(err.value)

@@ -1,11 +1,14 @@
-"""The operator's site file: validation names the field and the fix; credentials are refused."""
+"""The site file's OpenStack settings: validation names the field and the fix; credentials are refused."""
 
 from __future__ import annotations
 
 import pytest
 
 from hubfleet.errors import InvalidInput
-from hubfleet.site import SITE_ENV, Site, json_schema, load_site, parse_site, site_path
+from hubfleet.providers.openstack.settings import OpenStackSite, json_schema
+from hubfleet.providers.openstack.settings import load_openstack_site as load_site
+from hubfleet.providers.openstack.settings import parse_openstack_site as parse_site
+from hubfleet.site import SITE_ENV, site_path
 
 MINIMAL = {"image": "debian-12", "external_network": "public", "operator_cidr": "198.51.100.7/32"}
 
@@ -20,6 +23,7 @@ def test_minimal_site_takes_the_defaults():
     site = parse_site(MINIMAL)
     assert site.engine == "sdk" and site.wait_ssh is True and site.network is None
     assert site.subnet_cidr == "10.42.0.0/24" and site.ssh_user == "debian" and site.flavors == []
+    assert site.host_image == "auto"
 
 
 def test_every_field_has_a_description():
@@ -85,7 +89,7 @@ def test_site_file_is_read_from_the_environment_then_the_state_dir(tmp_path, mon
     monkeypatch.delenv(SITE_ENV, raising=False)
     assert site_path(tmp_path) == tmp_path / "site.yaml"
     (tmp_path / "site.yaml").write_text("image: debian-12\nexternal_network: public\noperator_cidr: 192.0.2.0/24\n")
-    assert isinstance(load_site(tmp_path), Site)
+    assert isinstance(load_site(tmp_path), OpenStackSite)
     other = tmp_path / "other.yaml"
     other.write_text("image: ubuntu-24.04\nexternal_network: ext\noperator_cidr: 192.0.2.0/24\nengine: terraform\n")
     monkeypatch.setenv(SITE_ENV, str(other))

@@ -14,9 +14,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from hubfleet import teaching, trust
+from hubfleet.authenticators import kind_of
 from hubfleet.descriptor import parse_course
 from hubfleet.errors import InvalidInput
-from hubfleet.site import parse_site
+from hubfleet.providers.openstack.settings import parse_openstack_site as parse_site
 from hubfleet.state import StateStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,6 +44,14 @@ def docs_table(heading: str) -> list[list[str]]:
     start = next(i for i, line in enumerate(lines) if line.startswith("|"))
     end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
     return [[cell.strip().strip("`") for cell in row.strip("|").split("|")] for row in lines[start + 2:end]]
+
+
+def variables(c):
+    return teaching.role_variables(c, kind_of(c))
+
+
+def secrets_of(store, c):
+    return teaching.ensure_secrets(store, c, kind_of(c))
 
 
 def test_the_docs_show_the_lms_roles_table_of_the_code():
@@ -74,27 +83,27 @@ def test_the_lms_role_table_keeps_teachers_first():
 
 
 def test_a_course_that_grades_gets_the_grading_role_and_its_rights(course):
-    plain = teaching.role_variables(course(authenticator=LTI13))
+    plain = variables(course(authenticator=LTI13))
     assert plain["grading_enabled"] is False and "grading_course_id" not in plain
-    graded = teaching.role_variables(course(authenticator=LTI13, grading="nbgrader"))
+    graded = variables(course(authenticator=LTI13, grading="nbgrader"))
     assert graded["grading_enabled"] is True and graded["grading_course_id"] == "workshop"
     assert graded["grading_lms"] == "1.3" and graded["grading_token_url"].endswith("/token.php")
     assert graded["hub_user_scopes"] == ["access:services!service=exchange"]
     assert "access:services!service=grades" in graded["hub_group_scopes"]["teachers"]
-    assert teaching.role_variables(course(authenticator=LTI11, grading={"course_id": "q-101"}))["grading_lms"] == "1.1"
-    workshop = teaching.role_variables(course(grading="nbgrader"))
+    assert variables(course(authenticator=LTI11, grading={"course_id": "q-101"}))["grading_lms"] == "1.1"
+    workshop = variables(course(grading="nbgrader"))
     assert workshop["grading_lms"] == "none", "a shared-password course grades, with no LMS to send grades to"
 
 
 def test_grading_secrets_are_the_graders_token_and_for_lti13_the_tool_key(course, tmp_path):
     store = StateStore(tmp_path / "state")
     c = course(authenticator=LTI13, grading="nbgrader")
-    secrets = teaching.ensure_secrets(store, c)
+    secrets = secrets_of(store, c)
     assert set(secrets) == {"grading_grader_token", "grading_tool_key"}
     assert "PRIVATE KEY" in secrets["grading_tool_key"] and len(secrets["grading_grader_token"]) >= 40
-    assert teaching.ensure_secrets(store, c) == secrets
-    assert teaching.ensure_secrets(store, course(authenticator=LTI13)) == {}
-    lti11 = teaching.ensure_secrets(store, course(authenticator=LTI11, grading="nbgrader"))
+    assert secrets_of(store, c) == secrets
+    assert secrets_of(store, course(authenticator=LTI13)) == {}
+    lti11 = secrets_of(store, course(authenticator=LTI11, grading="nbgrader"))
     assert set(lti11) == {"grading_grader_token", "grading_consumer_secret"}
     assert lti11["grading_consumer_secret"] == store.get_secret("workshop", "lti11-secret")
 

@@ -229,3 +229,19 @@ def test_served_certificate_warns_before_expiry_and_flags_foreign_ones(tmp_path,
         assert bool(served.problems) is expect_problem, served
         assert bool(served.warnings) is expect_warning, served
         assert served.days_left == days
+
+
+def test_a_port_that_refuses_is_reachable_but_the_check_needs_an_answer_or_a_refusal():
+    """A stock host has no nginx before the roles run: its refusal proves the path to port 80 is open."""
+    import socket
+
+    from hubfleet.tls import _port_reachable
+
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()
+    port = listening.getsockname()[1]
+    assert _port_reachable("127.0.0.1", port, timeout=2)
+    listening.close()  # nothing listens now: the kernel refuses, the path is still open
+    assert _port_reachable("127.0.0.1", port, timeout=2)
+    assert not _port_reachable("name-that-does-not-resolve.invalid", 80, timeout=2)

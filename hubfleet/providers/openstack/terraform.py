@@ -1,4 +1,4 @@
-"""Run a Terraform module for one course: per-course variables, state in the course's state dir.
+"""The Terraform engine: terraform/openstack run for one course, its outputs turned into hosts.
 
 The module is copied into `<workdir>/terraform/` on every run (so `.terraform/`, the lock file
 and `terraform.tfstate` stay with the course, never in hubfleet's tree) and driven through
@@ -14,11 +14,18 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from hubfleet.environ import environ
 from hubfleet.errors import ProvisionError
-from hubfleet.providers.base import Progress
+from hubfleet.flavors import Flavor
+from hubfleet.providers.base import Host, HostSpec, Progress
+from hubfleet.providers.openstack.names import host_name, worker_index
+from hubfleet.providers.openstack.preflight import data_volume_gib
+from hubfleet.providers.openstack.userdata import cloud_init
+
+if TYPE_CHECKING:
+    from hubfleet.providers.openstack.settings import OpenStackSite
 
 TFVARS = "hubfleet.tfvars.json"
 PLAN_FILE = "hubfleet.tfplan"
@@ -27,7 +34,7 @@ SKIP = {".terraform", ".terraform.lock.hcl", "terraform.tfstate", "terraform.tfs
 
 def default_module_dir() -> Path:
     """hubfleet's own terraform/openstack module (next to the package in a source checkout)."""
-    return Path(__file__).resolve().parent.parent / "terraform" / "openstack"
+    return Path(__file__).resolve().parents[3] / "terraform" / "openstack"
 
 
 class TerraformRunner:
@@ -157,3 +164,86 @@ class TerraformRunner:
             self.progress("terraform: nothing to change")
             (self.dir / PLAN_FILE).unlink(missing_ok=True)
         return self.output()
+
+
+def terraform_variables(site: "OpenStackSite", course: str, specs: list[HostSpec], ssh_public_key: str,
+                        flavor_map: dict[str, str], flavors: dict[str, Flavor], *, record: str | None) -> dict:
+    """Inputs of terraform/openstack (and of the built-in test module): the same names, the same types."""
+    hosts = []
+    for i, spec in enumerate(specs):
+        name = host_name(course, i, spec.role)
+        real = flavor_map.get(spec.flavor, spec.flavor)
+        size = data_volume_gib(spec, flavors[real]) if real in flavors else 0
+        hosts.append({"name": name, "role": spec.role, "flavor": real, "volume_size": size,
+                      "user_data": cloud_init(name, ssh_public_key)})
+    return {
+        "cloud": site.cloud_name() or "",
+        "course_name": course,
+        "image_name": site.image,
+        "external_network": site.external_network,
+        "network_name": site.network or "",
+        "subnet_cidr": site.subnet_cidr,
+        "dns_nameservers": list(site.dns_nameservers),
+        "operator_cidr": site.operator_cidr,
+        "ssh_public_key": ssh_public_key.strip(),
+        "ssh_user": site.ssh_user,
+        "hosts": hosts,
+        "dns_zone": site.dns_zone or "",
+        "dns_record": record or "",
+    }
+
+
+def hosts_from_terraform_outputs(outputs: dict[str, Any]) -> list[Host]:
+    """Hosts from the module's `hosts` output (a list of objects, hub first); the provider adds how to reach them."""
+    hosts = []
+    for row in outputs.get("hosts") or []:
+        hub = row.get("role") == "hub"
+        extra = {"server_id": row.get("id", ""), "floating_ip": row.get("address", "") if hub else ""}
+        hosts.append(Host(name=row["name"], role=row["role"], address=row.get("address") or row.get("private_address", ""),
+                          ssh_port=22, ssh_user=row.get("ssh_user", "root"),
+                          private_address=row.get("private_address", ""), http_port=80 if hub else None,
+                          https_port=443 if hub else None, data_volume_id=row.get("volume_id") or "", extra=extra))
+    hosts.sort(key=lambda h: (h.role != "hub", worker_index(h.name)))
+    return hosts
+
+
+class TerraformEngine:
+    """Creates, lists and removes one course's resources by running terraform/openstack (or the site's module)."""
+
+    def __init__(self, conn, site: "OpenStackSite", course: str, workdir: Path, progress: Progress,
+                 record_name: Callable[[], str | None], flavors: Callable[[], dict[str, Flavor]]):
+        self.conn = conn
+        self.site = site
+        self.course = course
+        self.progress = progress
+        self.record_name = record_name
+        self.flavors = flavors  # the cloud's flavors by name, asked only when variables are written
+        self.runner = TerraformRunner(site.terraform_module or default_module_dir(), workdir,
+                                      binary=site.terraform_binary, progress=progress)
+
+    def variables(self, specs: list[HostSpec], ssh_public_key: str, flavor_map: dict[str, str], image) -> dict:
+        values = terraform_variables(self.site, self.course, specs, ssh_public_key, flavor_map, self.flavors(),
+                                     record=self.record_name())
+        values["image_name"] = image.name
+        return values
+
+    def apply(self, specs: list[HostSpec], ssh_public_key: str, flavor_map: dict[str, str], image) -> list[Host]:
+        outputs = self.runner.ensure_applied(self.variables(specs, ssh_public_key, flavor_map, image))
+        dns = outputs.get("dns_record") or ""
+        self.progress(f"DNS record {dns} created" if dns else
+                      f"point the course's DNS name at {outputs.get('floating_ip', '')}")
+        return hosts_from_terraform_outputs(outputs)
+
+    def hosts(self) -> list[Host]:
+        if not self.runner.state_path.exists():
+            return []
+        return hosts_from_terraform_outputs(self.runner.output())
+
+    def remove(self, names: list[str]) -> None:
+        """Apply the course's last variables without these hosts: Terraform deletes them and theirs."""
+        values = json.loads(self.runner.tfvars_path.read_text())
+        values["hosts"] = [h for h in values["hosts"] if h["name"] not in names]
+        self.runner.ensure_applied(values)
+
+    def destroy(self) -> None:
+        self.runner.destroy()
