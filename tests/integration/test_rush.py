@@ -1,0 +1,217 @@
+"""A class arriving at once (issue 14) against a real hub: three times the course's seats launch from the LMS together.
+
+One LTI 1.1 course for the module, sized with a tiny flavor so its one host seats 2 students, with
+elasticity off (load.max_hosts 1) so the line alone must carry the rush. Six students launch at once,
+as edX signs a launch; each follows the hub's redirects as a browser does, reads the spawn-pending
+page's progress events (the place in line), reaches a kernel that runs code, and leaves (stops their
+server), which lets the next in line in. No response any student sees is 400 or above; the Swarm
+never runs more servers than seats; a student who launches again while in line keeps one place and
+one server; `hubfleet autoscale` reads the line and holds at the bound, and `hubfleet status` says so.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from statistics import median
+from urllib.parse import unquote, urlsplit
+
+import pytest
+import requests
+import yaml
+
+from hubfleet.jupyter import cookie_for, execute, stop_own_server
+from hubfleet.lifecycle import VOLUME_PREFIX
+from hubfleet.usernames import hub_username, spawner_escape
+from tests.integration.conftest import unique_course_name
+from tests.support.courses import (
+    TestCourse,
+    course_env,
+    create_course,
+    destroy_course,
+    hubfleet,
+    reaching,
+    service_client,
+    write_descriptor,
+)
+from tests.support.lti11_consumer import launch_fields, sign
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+SEATS = 2  # the plan's concurrency on the d.test flavor: 2 GiB, 512 MiB a student
+STUDENTS = 3 * SEATS
+AGAIN = f"rush-student-{STUDENTS}"  # launches a second time while in line
+FLAVORS = {"currency": "EUR", "docker": [{"name": "d.test", "vcpus": 2, "ram": "2Gi", "disk": "20Gi"}]}
+LIMIT = 240.0  # seconds one student may take from launch to kernel: the whole rush is bounded by it
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> TestCourse:
+    name = unique_course_name("t-rush")
+    directory = tmp_path_factory.mktemp(name)
+    flavors = directory / "flavors.yaml"
+    flavors.write_text(yaml.safe_dump(FLAVORS))
+    env = course_env(directory / "state")
+    descriptor = write_descriptor(directory, name, {"kind": "lti11", "secret": "generate"},
+                                  load={"students": 2 * SEATS, "concurrent": 0.5, "memory_per_user": "512Mi",
+                                        "cpu_per_user": 0.5, "disk_per_user": "1Gi", "max_hosts": 1})
+    try:
+        made = create_course(env, descriptor, name, "--flavors", str(flavors))
+        print(f"create: {made.seconds:.1f} s")
+        made.extra.update(json.loads(hubfleet(env, "lti-config", name, "--json").stdout))
+        with reaching(made):
+            yield made
+    finally:
+        destroy_course(env, name)
+
+
+@dataclass
+class Visit:
+    """What one student saw, from the launch to the kernel."""
+
+    student: str
+    statuses: list[tuple[int, str]] = field(default_factory=list)  # every response, redirects included
+    messages: list[str] = field(default_factory=list)  # the spawn-pending page's progress events
+    output: str = ""
+    seconds: float = 0.0
+    relaunched: str = ""
+
+    def saw(self, response: requests.Response) -> requests.Response:
+        for step in [*response.history, response]:
+            self.statuses.append((step.status_code, step.url))
+        return response
+
+
+def launch(course: TestCourse, session: requests.Session, student: str) -> requests.Response:
+    url = course.extra["launch_url"]
+    form = sign(url, course.extra["consumer_key"], course.extra["consumer_secret"], launch_fields(student),
+                style="edx")
+    return session.post(url, data=form, timeout=60)  # followed, as the LMS iframe does
+
+
+def progress_events(course: TestCourse, session: requests.Session, user: str, visit: Visit, on_place) -> None:
+    """Read the progress stream the spawn-pending page reads, until the server is ready."""
+    headers = {"X-XSRFToken": cookie_for(session, "_xsrf", "/hub/api") or ""}
+    deadline = time.monotonic() + LIMIT
+    while time.monotonic() < deadline:
+        with session.get(f"{course.url}/hub/api/users/{user}/server/progress", headers=headers, stream=True,
+                         timeout=(30, LIMIT)) as stream:
+            visit.statuses.append((stream.status_code, stream.url))
+            for raw in stream.iter_lines(decode_unicode=True):
+                if not raw or not raw.startswith("data:"):
+                    continue
+                event = json.loads(raw[5:])
+                if event.get("message"):
+                    visit.messages.append(event["message"])
+                    if "in line" in event["message"]:
+                        on_place(user)
+                if event.get("failed"):
+                    raise AssertionError(f"{user}'s start failed: {event}")
+                if event.get("ready"):
+                    return
+        time.sleep(0.5)  # the stream ended before the server was ready: read it again, as the page does
+    raise AssertionError(f"{user} did not reach a server within {LIMIT:.0f} s: {visit.messages[-3:]}")
+
+
+def username_in(url: str) -> str:
+    """The hub username a spawn, spawn-pending or server URL names."""
+    parts = urlsplit(url).path.split("/")
+    for marker in ("spawn", "spawn-pending", "user"):
+        if marker in parts[:3] and len(parts) > parts.index(marker) + 1 and parts[1] in ("hub", "user"):
+            return unquote(parts[parts.index(marker) + 1])
+    return ""
+
+
+def student_rush(course: TestCourse, student: str, start: threading.Barrier) -> Visit:
+    visit, session = Visit(student), course.session()
+    start.wait()
+    started = time.monotonic()
+    landed = visit.saw(launch(course, session, student))
+    user = next(username_in(url) for _, url in visit.statuses if username_in(url))
+
+    def again(name: str) -> None:  # a second click from the LMS while in line: same place, no second server
+        if student == AGAIN and not visit.relaunched:
+            visit.relaunched = "pending"
+            second = visit.saw(launch(course, session, student))
+            visit.relaunched = second.url
+
+    if "/spawn-pending/" in landed.url or "/hub/spawn" in landed.url:
+        progress_events(course, session, user, visit, again)
+    opened = visit.saw(session.get(f"{course.url}/user/{user}/lab", timeout=60))
+    assert opened.status_code == 200
+    result = execute(f"{course.url}/user/{user}", "print(6 * 7)", session=session, timeout=120)
+    visit.output = result.output if result.status == "ok" else f"{result.status}: {result.error}"
+    visit.seconds = time.monotonic() - started
+    stop_own_server(session, course.url, user)  # the student leaves: the next in line goes in
+    return visit
+
+
+def swarm_servers(course: TestCourse) -> int:
+    listed = subprocess.run(["docker", "exec", course.host, "docker", "service", "ls", "--format", "{{.Name}}"],
+                            capture_output=True, text=True, timeout=60)
+    return sum(1 for name in listed.stdout.split() if name.startswith("jupyter-"))
+
+
+def test_warm_before_the_class_makes_the_expected_students_volumes(course, tmp_path):
+    expect = tmp_path / "class-list.txt"
+    expect.write_text("# the class\n" + "\n".join(f"rush-student-{i}" for i in range(1, STUDENTS + 1)) + "\n")
+    started = time.monotonic()
+    warmed = json.loads(hubfleet(course.env, "warm", course.name, "--students", str(STUDENTS), "--for", "30",
+                                 "--expect", str(expect), "--json", timeout=600).stdout)
+    print(f"warm: {time.monotonic() - started:.1f} s")
+    assert warmed["hosts"] == 1 and warmed["students"] == STUDENTS and warmed["volumes"] >= STUDENTS, warmed
+    assert warmed["autoscale"]["action"] == "hold", warmed  # elasticity off: the one planned host seats the class
+    listed = subprocess.run(["docker", "exec", course.host, "docker", "volume", "ls", "--format", "{{.Name}}"],
+                            capture_output=True, text=True, timeout=60).stdout.split()
+    for i in range(1, STUDENTS + 1):
+        assert VOLUME_PREFIX + spawner_escape(hub_username(f"rush-student-{i}")) in listed, listed
+
+
+def test_three_times_the_seats_all_reach_a_kernel_without_an_error_page(course):
+    client = service_client(course)
+    seats = client.api("GET", "/hubfleet/seats").json()
+    assert seats["capacity"] == SEATS, seats
+
+    most, watching, rounds = [0], threading.Event(), []
+
+    def watch() -> None:  # the Swarm never runs more servers than seats; autoscale reads the line once
+        while not watching.is_set():
+            most[0] = max(most[0], swarm_servers(course))
+            if not rounds and client.api("GET", "/hubfleet/seats").json().get("waiting"):
+                rounds.append(hubfleet(course.env, "autoscale", course.name, "--json", timeout=300))
+            time.sleep(1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    start = threading.Barrier(STUDENTS)
+    begun = time.monotonic()
+    with ThreadPoolExecutor(STUDENTS) as pool:
+        visits = list(pool.map(lambda i: student_rush(course, f"rush-student-{i}", start), range(1, STUDENTS + 1)))
+    rush = time.monotonic() - begun
+    watching.set()
+    watcher.join(timeout=120)
+
+    errors = [(v.student, status, url) for v in visits for status, url in v.statuses if status >= 400]
+    assert not errors, errors
+    assert [v.output for v in visits] == ["42\n"] * STUDENTS, [(v.student, v.output) for v in visits]
+    placed = [v for v in visits if any("you are number" in m for m in v.messages)]
+    assert len(placed) >= STUDENTS - SEATS, [(v.student, v.messages[:2]) for v in visits]
+    places = [int(m.split("you are number ")[1].split()[0]) for v in placed for m in v.messages if "you are number" in m]
+    assert max(places) <= STUDENTS - SEATS, places  # never a place behind more students than could be waiting
+    assert 0 < most[0] <= SEATS, f"{most[0]} servers ran at once on {SEATS} seats"
+    relaunch = next(v for v in visits if v.student == AGAIN)
+    if relaunch.relaunched:  # it waited in line: its second launch landed on its own waiting page, not an error
+        assert "/spawn-pending/" in relaunch.relaunched or "/user/" in relaunch.relaunched, relaunch.relaunched
+    times = sorted(v.seconds for v in visits)
+    print(f"rush of {STUDENTS} on {SEATS} seats: {rush:.1f} s; launch to kernel p50 {median(times):.1f} s, "
+          f"max {times[-1]:.1f} s; most servers at once {most[0]}; {len(placed)} shown a place in line")
+
+    assert rounds, "the line was never seen by the watcher"
+    decision = json.loads(rounds[0].stdout.splitlines()[0])
+    assert decision["action"] == "hold" and "load.max_hosts" in decision["reason"], decision
+    shown = hubfleet(course.env, "status", course.name, "--no-probe").stdout
+    assert "seats: 0 of 2 taken" in shown and "autoscale" in shown and "load.max_hosts" in shown, shown
