@@ -300,6 +300,8 @@ class SeatsAPIHandler(APIHandler):
     async def get(self):
         spawner_class = self.settings["spawner_class"]
         nodes = await spawner_class.seat_nodes_for(self)
+        # The Swarm as it is now, not as the last spawn saw it (before any spawn, no spawner has read it).
+        LINE.capacity = sum(n["capacity"] for n in nodes.values() if n["ready"] and n["active"]) or LINE.capacity
         running = running_users(self.users)
         pins = pinned_users(self.db)
         body = LINE.snapshot(running)
