@@ -153,8 +153,11 @@ class PinnedSwarmSpawner(SwarmSpawner):
         url = url_path_join(f"http://{ip}:{port}", self.server.base_url if self.server else "/", "api")
         client = AsyncHTTPClient()
         while True:
-            answer = await client.fetch(url, raise_error=False, follow_redirects=False, request_timeout=5)
-            if answer.code < 500:
+            try:
+                answer = await client.fetch(url, raise_error=False, follow_redirects=False, request_timeout=5)
+            except OSError:  # not listening yet (refused) or not routed yet: raise_error=False covers HTTP only
+                answer = None
+            if answer is not None and answer.code < 500:
                 return ip, port
             await asyncio.sleep(0.2)
 
