@@ -23,7 +23,7 @@ import docker
 from docker.types import Mount
 from dockerspawner import SwarmSpawner
 from jupyterhub.utils import url_path_join
-from tornado.httpclient import AsyncHTTPClient
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Int, List, Unicode
 
 from hubfleet_seats import LINE, running_users
@@ -155,7 +155,7 @@ class PinnedSwarmSpawner(SwarmSpawner):
         while True:
             try:
                 answer = await client.fetch(url, raise_error=False, follow_redirects=False, request_timeout=5)
-            except OSError:  # not listening yet (refused) or not routed yet: raise_error=False covers HTTP only
+            except (OSError, HTTPClientError):  # refused, unrouted or timed out: raise_error=False covers HTTP only
                 answer = None
             if answer is not None and answer.code < 500:
                 return ip, port
