@@ -65,8 +65,9 @@ class Application:
         if self.verbosity > 0:
             self.err.print(f"[dim]{escape(message)}[/]")
 
-    def print_json(self, data: Any) -> None:
-        click.echo(json.dumps(data, indent=2, default=str))
+    def print_json(self, data: Any, *, one_line: bool = False) -> None:
+        """JSON on stdout: indented for a person, or one line per object for a stream (JSON Lines)."""
+        click.echo(json.dumps(data, indent=None if one_line else 2, default=str))
 
     def abort(self, message: str, code: int = 1) -> NoReturn:
         self.err.print(f"[bold red]error:[/] {escape(message)}")

@@ -65,7 +65,7 @@ def command(app: Application, names: tuple[str, ...], every: bool, watch: bool, 
                 failed = True
                 continue
             if as_json:
-                app.print_json(result.to_dict())
+                app.print_json(result.to_dict(), one_line=True)  # a round per line, also with --watch
             else:
                 moved = f" → {result.hosts_after} host(s)" if result.hosts_after != result.hosts_before else ""
                 app.info(f"{name}: {result.decision.action}: {result.decision.reason}{moved}")
