@@ -16,4 +16,4 @@ run() {
 
 run tests/unit -q
 ./scripts/images.sh  # the notebook image and the baked host image, side by side
-HUBFLEET_REQUIRE_DOCKER=1 HUBFLEET_REQUIRE_OPENSTACK=1 run tests/integration -q -p no:cacheprovider "$@"
+HUBFLEET_REQUIRE_DOCKER=1 HUBFLEET_REQUIRE_OPENSTACK=1 run tests/integration -q -p no:cacheprovider --durations=25 "$@"

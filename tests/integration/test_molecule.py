@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -26,21 +27,36 @@ RUNS = [(s, ALL_ON or "baked") for s in SCENARIOS]
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
-@pytest.mark.parametrize(("scenario", "hosts"), RUNS, ids=[f"{s}-{h}" for s, h in RUNS])
-def test_role_converges_idempotently_and_verifies(scenario, hosts, tmp_path):
+PARALLEL = 2  # scenarios at once: their hosts are separate containers; a converge waits on its hosts much of the time
+
+
+def _molecule(scenario: str, hosts: str, folder: Path) -> subprocess.CompletedProcess[str]:
+    site = folder / "site.yaml"
+    site.write_text(yaml.safe_dump({"docker": {"host_image": hosts}}))
+    venv_bin = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "ANSIBLE_NOCOLOR": "1",
+           "NO_COLOR": "1", "HUBFLEET_SITE_CONFIG": str(site)}
+    return subprocess.run(["molecule", "test", "-s", scenario], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=1800)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every scenario started at once, PARALLEL at a time; each test waits for its own."""
     if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
         if os.environ.get("HUBFLEET_REQUIRE_DOCKER") == "1":
             pytest.fail("HUBFLEET_REQUIRE_DOCKER=1 but no Docker engine answers")
         pytest.skip("no Docker engine")
-    site = tmp_path / "site.yaml"
-    site.write_text(yaml.safe_dump({"docker": {"host_image": hosts}}))
-    if hosts == "baked":  # seconds when the baked image is current
-        bake_image("docker", tmp_path, print)
-    venv_bin = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "ANSIBLE_NOCOLOR": "1",
-           "NO_COLOR": "1", "HUBFLEET_SITE_CONFIG": str(site)}
-    proc = subprocess.run(["molecule", "test", "-s", scenario], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=1800)
+    if any(hosts == "baked" for _, hosts in RUNS):  # seconds when the baked image is current
+        bake_image("docker", tmp_path_factory.mktemp("bake"), print)
+    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+        yield {(scenario, hosts): pool.submit(_molecule, scenario, hosts, tmp_path_factory.mktemp(scenario))
+               for scenario, hosts in RUNS}
+
+
+@pytest.mark.parametrize(("scenario", "hosts"), RUNS, ids=[f"{s}-{h}" for s, h in RUNS])
+def test_role_converges_idempotently_and_verifies(scenario, hosts, runs):
+    proc = runs[(scenario, hosts)].result(timeout=3600)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
     assert "idempotence" in output.lower()

@@ -325,12 +325,22 @@ class SdkEngine:
                     hint="run the same command again; it resumes where it stopped")
             time.sleep(POLL)
 
+    def _volume_now(self, volume_id: str):
+        """The volume by its id, None once gone: by id only (a find_* falls back to a name filter on a 404,
+        which Cinder refuses with 400 when the volume API does not allow filtering by name)."""
+        from openstack import exceptions as os_exc
+
+        try:
+            return self.conn.block_storage.get_volume(volume_id)
+        except os_exc.NotFoundException:
+            return None
+
     def _delete_volume(self, volume) -> None:
         """A volume, once its server has let it go (a volume still detaching cannot be deleted)."""
         self.progress(f"deleting volume {volume.name}")
         deadline = time.monotonic() + self.site.delete_timeout
         while True:
-            current = find(self.conn.block_storage.find_volume, volume.id)
+            current = self._volume_now(volume.id)
             if current is None:
                 return
             if time.monotonic() > deadline:
