@@ -23,6 +23,14 @@ from hubfleet.site import SITE_ENV, SITE_FILE, SITE_WIDE_KEYS, site_path
 CREDENTIAL_KEYS = {"password", "auth", "application_credential_secret", "token", "secret", "os_password"}
 
 
+def _network(value: str, advice: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An address range as written (host bits allowed), or the error that says what to write instead."""
+    try:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a network — write {advice}") from None
+
+
 class OpenStackSite(BaseModel):
     """Where a site's OpenStack courses run. Credentials are not here: see clouds.yaml."""
 
@@ -91,10 +99,7 @@ class OpenStackSite(BaseModel):
     @field_validator("operator_cidr")
     @classmethod
     def _operator_cidr(cls, v: str) -> str:
-        try:
-            net = ipaddress.ip_network(v.strip(), strict=False)
-        except ValueError:
-            raise ValueError(f"{v!r} is not a network — write an address range such as 198.51.100.7/32") from None
+        net = _network(v, "an address range such as 198.51.100.7/32")
         if net.prefixlen == 0:
             raise ValueError(f"{v} opens SSH to the whole internet — give your own address range (e.g. x.y.z.w/32)")
         return str(net)
@@ -102,10 +107,7 @@ class OpenStackSite(BaseModel):
     @field_validator("subnet_cidr")
     @classmethod
     def _subnet(cls, v: str) -> str:
-        try:
-            net = ipaddress.ip_network(v.strip(), strict=False)
-        except ValueError:
-            raise ValueError(f"{v!r} is not a network — write a private range such as 10.42.0.0/24") from None
+        net = _network(v, "a private range such as 10.42.0.0/24")
         if net.num_addresses < 16:
             raise ValueError(f"{v} is too small for a course — use a /28 or larger, e.g. 10.42.0.0/24")
         return str(net)
