@@ -15,14 +15,15 @@ course's outputs and event log, where `hubfleet status` shows it.
   hub's configuration stays the plan's, so the hub never restarts for it, and the new node's seats
   count the moment it is ready (the spawner reads them from the Swarm).
 - Shrink: an extra host that has run no server for `empty_for` seconds while the rest of the course
-  has room goes, the last added first. A host holding a student's files never goes: it stays (and
-  keeps its seats) until the course is destroyed, whose archive saves those files first. Moving
-  files home to free such a host is not done here: not without a tested copy-compare-remove.
+  has room goes, the last added first. The files of students who started there are moved to the
+  other hosts first (hubfleet/moves.py: copied, compared, the hub told, only then removed); a host
+  whose files could not all move stays, with its seats, and nothing on it is removed.
 - Warm: before a class (descriptor class_hours, or `hubfleet warm`), the hosts the class needs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import time
@@ -34,6 +35,7 @@ from hubfleet import ansible, tls
 from hubfleet.descriptor import ClassHours, ClassSession, Course, parse_recorded
 from hubfleet.errors import Busy, HubfleetError, ProvisionError
 from hubfleet.jupyter import HubClient
+from hubfleet.moves import move_homes, playbook_runner, release_stale
 from hubfleet.providers import Host
 from hubfleet.sizing import Plan
 from hubfleet.state import Instance, StateStore
@@ -97,7 +99,7 @@ class Policy:
 
 @dataclass(frozen=True)
 class Decision:
-    action: str  # grow | shrink | wait | hold
+    action: str  # grow | move (students' files off an empty extra host, then shrink) | shrink | wait | hold
     reason: str
     add: int = 0
     host: str = ""
@@ -161,8 +163,9 @@ def decide(hosts: list[str], seats: Seats, policy: Policy, now: float,
         return Decision("wait", f"{candidate} has been empty for {now - since:.0f} s: it goes after "
                                 f"{policy.empty_for:.0f} s if it stays so", host=candidate, why="empty"), empty
     if node.pinned:
-        return Decision("hold", f"{candidate} holds the files of {len(node.pinned)} student(s): it stays, so "
-                                "no student's work is lost", host=candidate, why="holds-files"), empty
+        return Decision("move", f"{candidate} has been empty for {now - since:.0f} s: moving the files of "
+                                f"{len(node.pinned)} student(s) to the other hosts (copied and compared first), "
+                                "then removing it", host=candidate, why="move"), empty
     empty.pop(candidate, None)
     return Decision("shrink", f"{candidate} has been empty for {now - since:.0f} s and holds no student's files: "
                               f"removing it ({demand} of {rest} remaining seats wanted)", host=candidate), empty
@@ -312,6 +315,8 @@ def autoscale(store: StateStore, name: str, *, progress: Progress | None = None,
     try:
         if decision.action == "grow":
             _grow(live, decision, progress, verbosity, now)
+        elif decision.action == "move":
+            _move_then_shrink(live, decision, seats, progress, verbosity)
         elif decision.action == "shrink":
             _shrink(live, decision, progress)
     except Busy as exc:
@@ -338,7 +343,7 @@ def _record(live: LiveCourse, decision: Decision, seats: Seats, now: float) -> N
              "hosts": len(live.hosts), "seats": seats.capacity, "used": seats.used, "waiting": seats.waiting,
              **decision.to_dict()}
     live.save(decisions=(decisions + [entry])[-DECISIONS_KEPT:])
-    _note(live, "step" if decision.action in ("grow", "shrink") else "info",
+    _note(live, "step" if decision.action in ("grow", "move", "shrink") else "info",
           f"autoscale: {decision.action}: {decision.reason}")
 
 
@@ -373,15 +378,37 @@ def _grow(live: LiveCourse, decision: Decision, progress: Progress, verbosity: i
     _note(live, "ok", f"autoscale: the course has {len(live.provider.hosts())} host(s) ({seconds:.0f} s)")
 
 
-def _shrink(live: LiveCourse, decision: Decision, progress: Progress) -> None:
+def _shrink(live: LiveCourse, decision: Decision, progress: Progress, *, locked: bool = False) -> None:
     from hubfleet.lifecycle import _recorder, _remove_empty_hosts
 
     if not live.hosts or live.hosts[-1].name != decision.host:
         raise ProvisionError(f"{decision.host} is not the last host of {live.name}: not removing it")
-    with live.store.lock(live.name, "autoscale"):
+    with contextlib.nullcontext() if locked else live.store.lock(live.name, "autoscale"):
         _remove_empty_hosts(live.store, live.store.get(live.name), len(live.hosts) - 1,
                             _recorder(live.store, live.name, progress))
     _note(live, "ok", f"autoscale: removed {decision.host}; the course has {len(live.provider.hosts())} host(s)")
+
+
+def _move_then_shrink(live: LiveCourse, decision: Decision, seats: Seats, progress: Progress, verbosity: int) -> None:
+    """Move the empty extra host's students' files home to the other hosts, then remove it if none stayed."""
+    from hubfleet.lifecycle import VOLUME_PREFIX, course_inventory
+
+    with live.store.lock(live.name, "autoscale"):
+        release_stale(live.tell_hub, seats.moving, progress)
+        workdir = live.store.instance_dir(live.name)
+        run = playbook_runner(workdir=workdir, inventory=course_inventory(live.store, live.name, live.hosts,
+                                                                        live.provider),
+                              source=decision.host, verbosity=verbosity, progress=progress)
+        result = move_homes(source=decision.host, students=list(seats.nodes[decision.host].pinned),
+                            nodes=seats.nodes, tell_hub=live.tell_hub, run=run, volume_prefix=VOLUME_PREFIX,
+                            progress=progress)
+        for student, host in sorted(result.moved.items()):
+            _note(live, "info", f"autoscale: {student}'s files moved from {decision.host} to {host} (compared)")
+        if result.stayed:
+            detail = "; ".join(f"{student}: {why}" for student, why in sorted(result.stayed.items()))
+            _note(live, "info", f"autoscale: {decision.host} stays, it still holds students' files ({detail})")
+            return
+        _shrink(live, decision, progress, locked=True)
 
 
 # --- warming before a class ----------------------------------------------------------------

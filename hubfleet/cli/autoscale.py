@@ -32,8 +32,9 @@ def command(app: Application, names: tuple[str, ...], every: bool, watch: bool, 
     A round asks the course's hub for its seats and its line. Students waiting without a seat, or
     seats nearly all taken: a host of the planned flavor is added (up to load.max_hosts) and joins
     the Swarm; the hub never restarts for it. An added host that has run no server for --empty-for
-    seconds while the rest has room goes, the last added first; one that holds a student's files
-    stays (their work is never lost to a shrink). Before a
+    seconds while the rest has room goes, the last added first. The files of students who started
+    there move to the other hosts first (copied and compared, then removed); a host whose files
+    could not all move stays, so no student's work is lost to a shrink. Before a
     class of the descriptor's class_hours, or one `hubfleet warm` announced, the hosts it needs
     are added. Every decision is logged; `hubfleet status NAME` shows the latest.
 

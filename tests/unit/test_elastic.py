@@ -80,9 +80,12 @@ def test_a_server_on_the_extra_host_resets_its_clock():
     assert decision.action == "wait"  # counted again from 900
 
 
-def test_a_host_holding_a_students_files_never_goes():
+def test_an_empty_host_holding_students_files_moves_them_before_it_goes():
     decision, _ = decide(HOSTS, empty_extra(pinned=("ada",)), POLICY, 10_000, {"w2": 0})
-    assert decision.action == "hold" and decision.why == "holds-files" and "ada" not in decision.reason
+    assert decision.action == "move" and decision.host == "w2" and "1 student(s)" in decision.reason
+    assert "ada" not in decision.reason  # the log never names students
+    decision, _ = decide(HOSTS, empty_extra(pinned=("ada",)), POLICY, 100, {"w2": 0})
+    assert decision.action == "wait"  # empty for 100 s only: nothing moves yet
 
 
 def test_an_empty_host_the_rest_would_need_stays():
