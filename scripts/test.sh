@@ -29,4 +29,4 @@ cat "$images_log"; rm -f "$images_log"
 # Two modules at a time (most of their time is spent waiting on hosts); modules sharing a course or
 # the dev cloud run in one worker, the longest first (tests/integration/conftest.py).
 HUBFLEET_REQUIRE_DOCKER=1 HUBFLEET_REQUIRE_OPENSTACK=1 run tests/integration -q -p no:cacheprovider \
-  -n "${HUBFLEET_TEST_WORKERS:-2}" --dist loadgroup --durations=25 "$@"
+  -n "${HUBFLEET_TEST_WORKERS:-2}" --dist loadscope --durations=25 "$@"

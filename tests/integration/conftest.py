@@ -69,7 +69,7 @@ def docker(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
 
 
-# --- running modules side by side (scripts/test.sh: pytest-xdist, --dist loadgroup) -----------------
+# --- running modules side by side (scripts/test.sh: pytest-xdist, --dist loadscope) -----------------
 #
 # Most of a real-peer test's time is spent waiting (hosts booting, Ansible on them, Swarm heartbeats),
 # so two modules run at once. A module is one work unit (its module-scoped course is made once);
@@ -82,36 +82,33 @@ SHARED = {
 }
 # Minutes a unit took in a clean-clone run (docs/benchmarks.md); only the order matters.
 EXPECTED_MINUTES = {
-    "dev-cloud": 20, "test_swarm": 10, "test_rush": 7, "test_molecule": 7, "test_workshop_e2e": 7,
+    "dev-cloud": 20, "test_swarm": 10, "test_rush": 9, "test_molecule": 7, "test_workshop_e2e": 7,
     "test_teaching": 5, "test_portal_browser": 4, "test_tls": 4, "test_lti13": 3, "lti11-course": 3,
     "test_ldap": 3,
 }
 
 
-def unit_of(item: pytest.Item) -> str:
-    module = item.module.__name__.rsplit(".", 1)[-1]
+def unit_of(nodeid: str) -> str:
+    """The work unit of a test: its module's name, or the name of the peer its module shares."""
+    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
     return SHARED.get(module, module)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(unit_of(item)))
-    # Longest units first; a module's tests keep their order (a stable sort).
-    items.sort(key=lambda item: -EXPECTED_MINUTES.get(unit_of(item), 0))
-
-
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    if config.getvalue("dist") != "loadgroup":
+    if config.getvalue("dist") != "loadscope":
         return None
-    from xdist.scheduler import LoadGroupScheduling
+    from xdist.scheduler import LoadScopeScheduling
 
-    class LongestFirst(LoadGroupScheduling):
-        """xdist's group scheduling, handing out the longest unit left instead of the one with most tests."""
+    class ModulesLongestFirst(LoadScopeScheduling):
+        """xdist's scope scheduling with our units (xdist_group marks do not reach this pytest's node ids),
+        handing out the longest unit left first instead of the one with the most tests."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
 
         def _assign_work_unit(self, node) -> None:
             longest = max(self.workqueue, key=lambda scope: EXPECTED_MINUTES.get(scope, 0))
             self.workqueue.move_to_end(longest, last=False)
             super()._assign_work_unit(node)
 
-    return LongestFirst(config, log)
+    return ModulesLongestFirst(config, log)
