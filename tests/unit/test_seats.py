@@ -289,3 +289,52 @@ def test_pressure_stops_the_longest_idle_never_a_busy_kernel_nor_a_teacher():
     stop, _ = pressure.choose(servers, short=5, timeout=600, now=now)
     assert stop == ["idle-long", "idle-short"], "only servers idle past the timeout, however many wait"
     assert pressure.choose(servers, short=0, timeout=600, now=now)[0] == []
+
+
+def test_a_server_on_a_node_gone_down_takes_no_seat():
+    """A killed worker: its seats leave the count, and so do the servers the hub still thinks run there."""
+    def user(name, node, ready=True):
+        return SimpleNamespace(name=name, spawners={"": SimpleNamespace(ready=ready, node=node)})
+
+    users = {u.name: u for u in (user("alice", "hub"), user("bob", "w1"), user("cy", "w1", ready=False))}
+    nodes = {"hub": {"ready": True}, "w1": {"ready": False}}
+    assert seats.down_nodes(nodes) == {"w1"}
+    assert seats.running_users(users) == {"alice", "bob"}
+    assert seats.running_users(users, seats.down_nodes(nodes)) == {"alice"}
+    line = Line(clock=lambda: 0.0)
+    line.capacity = 2  # the hub's two seats: bob's dead server must not hold one of them
+    line.join("carol")
+    assert [t.key for t in line.admit(seats.running_users(users, seats.down_nodes(nodes)))] == ["carol"]
+
+
+def test_students_let_in_together_are_spread_before_their_tasks_exist(spawner_class, monkeypatch):
+    """Four admitted at once onto a hub with 2 seats and a new node with 3: the choices see each other."""
+    cls, the_line, _ = spawner_class
+    users: dict = {}
+    spawners = [make_spawner(cls, f"s{i}", users) for i in range(4)]
+    nodes = {"t-hub": {"ID": "n1", "Status": {"State": "ready"}, "Spec": {"Availability": "active"}},
+             "t-worker-1": {"ID": "n2", "Status": {"State": "ready"}, "Spec": {"Availability": "active"}}}
+
+    async def ready_nodes(self):
+        await asyncio.sleep(0.01)  # the Swarm is asked: every spawner's choice is in flight at once
+        return nodes
+
+    async def docker(self, method, *args, **kwargs):
+        await asyncio.sleep(0.01)
+        assert method == "tasks"
+        return []  # no task exists yet for any of them
+
+    monkeypatch.setattr(cls, "_ready_nodes", ready_nodes)
+    monkeypatch.setattr(cls, "docker", docker)
+    monkeypatch.setattr(cls, "node_capacity", 3)
+    for spawner in spawners:
+        the_line.holding[spawner.user.name] = object()  # admitted together
+
+    async def choose_all():
+        async def one(spawner):
+            spawner.node = await spawner.choose_node()
+        await asyncio.gather(*(one(s) for s in spawners))
+
+    asyncio.run(choose_all())
+    chosen = [s.node for s in spawners]
+    assert sorted(chosen) == ["t-hub", "t-hub", "t-worker-1", "t-worker-1"], chosen

@@ -25,7 +25,7 @@ import asyncio
 import json
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -124,6 +124,7 @@ class Line:
         self.expected_releases: list[float] = []  # posted by the pressure service
         self.coming: tuple[int, float] | None = None  # (seats, when) of a host being added
         self.capacity = 0
+        self.down: frozenset[str] = frozenset()  # nodes the Swarm reports down: their servers take no seat
         self.start_limit = 1
 
     # --- the line ------------------------------------------------------------------------
@@ -277,10 +278,31 @@ except ImportError:  # pragma: no cover
         return lambda method: method
 
 
-def running_users(users) -> set[str]:
-    """Students whose default server runs (ready), from the hub's own records."""
+def running_users(users, down: frozenset[str] | set[str] = frozenset()) -> set[str]:
+    """Students whose default server runs (ready), from the hub's own records.
+
+    A server on a node the Swarm reports down (`down`: node labels) takes no seat: the node's seats
+    are not counted either, and that server is gone with its node until the student starts again.
+    """
     return {user.name for user in users.values() for name, spawner in user.spawners.items()
-            if name == "" and spawner.ready}
+            if name == "" and spawner.ready and getattr(spawner, "node", "") not in down}
+
+
+def placed_load(users, holding: set[str], down: frozenset[str] | set[str] = frozenset()) -> Counter:
+    """node -> servers running or admitted there, from the hub's own records (each spawner's node)."""
+    active = running_users(users, down) | set(holding)
+    load: Counter = Counter()
+    for user in users.values():
+        spawner = user.spawners.get("") if user.name in active else None
+        node = getattr(spawner, "node", "") if spawner is not None else ""
+        if node:
+            load[node] += 1
+    return load
+
+
+def down_nodes(nodes: dict[str, dict]) -> frozenset[str]:
+    """The labels of the nodes the Swarm does not report ready (as read_seat_nodes reads them)."""
+    return frozenset(label for label, node in nodes.items() if not node["ready"])
 
 
 def pinned_users(db) -> dict[str, list[str]]:
@@ -302,7 +324,8 @@ class SeatsAPIHandler(APIHandler):
         nodes = await spawner_class.seat_nodes_for(self)
         # The Swarm as it is now, not as the last spawn saw it (before any spawn, no spawner has read it).
         LINE.capacity = sum(n["capacity"] for n in nodes.values() if n["ready"] and n["active"]) or LINE.capacity
-        running = running_users(self.users)
+        LINE.down = down_nodes(nodes)
+        running = running_users(self.users, LINE.down)
         pins = pinned_users(self.db)
         body = LINE.snapshot(running)
         for label, node in nodes.items():

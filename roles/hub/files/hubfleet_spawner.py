@@ -26,7 +26,7 @@ from jupyterhub.utils import url_path_join
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Int, List, Unicode
 
-from hubfleet_seats import LINE, running_users
+from hubfleet_seats import LINE, down_nodes, placed_load, running_users
 
 NODE_LABEL = "hubfleet.host"
 ADDRESS_LABEL = "hubfleet.address"
@@ -102,9 +102,10 @@ class PinnedSwarmSpawner(SwarmSpawner):
             LINE.capacity = self.seats_fallback
             return
         LINE.capacity = sum(n["capacity"] for n in nodes.values() if n["ready"] and n["active"]) or self.seats_fallback
+        LINE.down = down_nodes(nodes)
 
     def _running(self) -> set[str]:
-        return running_users(self.user.settings.get("users", {}))
+        return running_users(self.user.settings.get("users", {}), LINE.down)
 
     async def _wait_turn(self) -> None:
         key = self.user.name
@@ -203,6 +204,10 @@ class PinnedSwarmSpawner(SwarmSpawner):
         by_id = {n["ID"]: label for label, n in ready.items()}
         tasks = await self.docker("tasks", filters={"desired-state": "running"})
         load = Counter(by_id.get(t.get("NodeID")) for t in tasks)
+        # Students let in together choose before any of their tasks exists: count the places already
+        # given (from here to the assignment nothing else runs, so the next one sees this one's).
+        placed = placed_load(self.user.settings.get("users", {}), set(LINE.holding), LINE.down)
+        load = Counter({label: max(load[label], placed[label]) for label in ready})
         under = [label for label in ready if not self.node_capacity or load[label] < self.node_capacity]
         candidates = under or list(ready)
         return min(sorted(candidates), key=lambda label: load[label])
