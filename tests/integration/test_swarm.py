@@ -173,6 +173,9 @@ def test_killed_worker_is_reported_new_students_still_spawn_and_create_recovers(
         pytest.fail("the manager never reported the killed worker down")
 
     url = course["url"]
+    # The course has the hub's one seat left (the plan seats one student a node), and alice holds it:
+    # she leaves, so carol, new, gets it instead of waiting in line (tests/integration/test_rush.py).
+    stop_own_server(course["alice"], url, "alice")
     carol = login_with_password(url, "carol", course["password"])
     start_own_server(carol, url, "carol")
     assert execute(f"{url}/user/carol", "1+1", session=carol).output.strip() == "2"
