@@ -53,9 +53,9 @@ def lms(tmp_path_factory):
                      "jwks_url": platform.jwks_url}
     try:
         # The platform's CA is the operator's to name once: roles/trust puts it in the hosts' one store.
-        course = create_course(env, write_descriptor(directory, name, authenticator, ca_certificates=[str(ca.path)]),
-                               name)
-        course.extra.update(hubfleet_json(env, "lti-config", name))
+        descriptor = write_descriptor(directory, name, authenticator, ca_certificates=[str(ca.path)])
+        course = create_course(env, descriptor, name)
+        course.extra.update(hubfleet_json(env, "lti-config", name), descriptor=str(descriptor))
         platform.redirect_uris = [course.extra["redirection_uris"]]
         with reaching(course):  # every hub is HTTPS: its *.localhost name and the embedded ACME root
             yield course, platform, str(ca.path)
@@ -177,3 +177,10 @@ def test_forged_and_replayed_launches_are_refused(lms):
     assert "401 POST /hub/lti13/oauth_callback" in log and "nonce was already used" in log
     assert not [t for t in platform.issued if t in log], "id_tokens (personal data) must not be logged"
     assert "mallory" not in [user["name"] for user in service_client(course).users()], "no account for a refusal"
+
+
+def test_rerun_converges_with_no_change(lms):
+    """The lti and trust roles (and the rest of an LTI 1.3 course) converge again with nothing to change."""
+    course, _, _ = lms
+    result = hubfleet_json(course.env, "create", course.extra["descriptor"], "--no-probe")
+    assert result["changed"] == 0 and result["status"] == "ready", result
