@@ -23,7 +23,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from statistics import median
-from urllib.parse import unquote, urlsplit
 
 import pytest
 import requests
@@ -42,6 +41,7 @@ from tests.support.courses import (
     hubfleet,
     reaching,
     service_client,
+    username_in,
     write_descriptor,
 )
 from tests.support.lti11_consumer import launch_fields, sign
@@ -123,15 +123,6 @@ def progress_events(course: TestCourse, session: requests.Session, user: str, vi
                     return
         time.sleep(0.5)  # the stream ended before the server was ready: read it again, as the page does
     raise AssertionError(f"{user} did not reach a server within {LIMIT:.0f} s: {visit.messages[-3:]}")
-
-
-def username_in(url: str) -> str:
-    """The hub username a spawn, spawn-pending or server URL names."""
-    parts = urlsplit(url).path.split("/")
-    for marker in ("spawn", "spawn-pending", "user"):
-        if marker in parts[:3] and len(parts) > parts.index(marker) + 1 and parts[1] in ("hub", "user"):
-            return unquote(parts[parts.index(marker) + 1])
-    return ""
 
 
 def reach_kernel(course: TestCourse, session: requests.Session, student: str, visit: Visit, on_place=None) -> str:

@@ -20,7 +20,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import requests
@@ -156,3 +156,12 @@ def error_message(response: requests.Response) -> str:
     found = re.search(r'<div class="error">(.*?)</div>', response.text, re.S)
     text = found.group(1) if found else response.text
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text)).split())
+
+
+def username_in(url: str) -> str:
+    """The hub username a spawn, spawn-pending or server URL names ("" when it names none)."""
+    parts = urlsplit(url).path.split("/")
+    for marker in ("spawn", "spawn-pending", "user"):
+        if marker in parts[:3] and len(parts) > parts.index(marker) + 1 and parts[1] in ("hub", "user"):
+            return unquote(parts[parts.index(marker) + 1])
+    return ""
