@@ -61,6 +61,15 @@ class Visit:
     error: str = ""  # the first error page (status and path), or why the student stopped
     statuses: list[int] = field(default_factory=list)
 
+    def followed(self, response: requests.Response) -> bool:
+        """Record every response of a followed request; True (and the error noted) when one was an error page."""
+        seen = [*response.history, response]
+        self.statuses += [r.status_code for r in seen]
+        bad = next((r for r in seen if r.status_code >= 400), None)
+        if bad is not None:
+            self.error = f"{bad.status_code} {urlsplit(bad.url).path}"
+        return bad is not None
+
 
 def one_student(base: str, launch_url: str, key: str, secret: str, student: str, verify, start: threading.Barrier,
                 limit: float) -> Visit:
@@ -71,23 +80,15 @@ def one_student(base: str, launch_url: str, key: str, secret: str, student: str,
     try:
         form = sign(launch_url, key, secret, launch_fields(student), style="edx")
         landed = session.post(launch_url, data=form, timeout=120)
-        seen = [*landed.history, landed]
-        visit.statuses += [r.status_code for r in seen]
-        bad = next((r for r in seen if r.status_code >= 400), None)
-        if bad is not None:
-            visit.error = f"{bad.status_code} {urlsplit(bad.url).path}"
+        if visit.followed(landed):
             return visit
-        user = next((username_in(r.url) for r in seen if username_in(r.url)), "")
+        user = next((username_in(r.url) for r in [*landed.history, landed] if username_in(r.url)), "")
         if not user and urlsplit(landed.url).path.rstrip("/") == "/hub/home":
             # The hub's home page (a plain JupyterHub after an LTI launch): the student clicks "Start My Server".
             headers = {"X-XSRFToken": cookie_for(session, "_xsrf", "/hub/api") or ""}
             user = session.get(f"{base}/hub/api/user", headers=headers, timeout=60).json()["name"]
             landed = session.get(f"{base}/hub/spawn/{user}", timeout=120)
-            seen = [*landed.history, landed]
-            visit.statuses += [r.status_code for r in seen]
-            bad = next((r for r in seen if r.status_code >= 400), None)
-            if bad is not None:
-                visit.error = f"{bad.status_code} {urlsplit(bad.url).path}"
+            if visit.followed(landed):
                 return visit
         if not user:
             visit.error = f"landed on {urlsplit(landed.url).path}"
