@@ -23,7 +23,6 @@ course's outputs and event log, where `hubfleet status` shows it.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import math
 import time
@@ -38,7 +37,7 @@ from hubfleet.jupyter import HubClient
 from hubfleet.moves import move_homes, playbook_runner, release_stale
 from hubfleet.providers import Host
 from hubfleet.sizing import Plan
-from hubfleet.state import Instance, StateStore
+from hubfleet.state import StateStore
 from hubfleet.usernames import spawner_escape
 
 Progress = Callable[[str, str], None]
@@ -315,10 +314,12 @@ def autoscale(store: StateStore, name: str, *, progress: Progress | None = None,
     try:
         if decision.action == "grow":
             _grow(live, decision, progress, verbosity, now)
-        elif decision.action == "move":
-            _move_then_shrink(live, decision, seats, progress, verbosity)
-        elif decision.action == "shrink":
-            _shrink(live, decision, progress)
+        elif decision.action in ("move", "shrink"):
+            with live.store.lock(live.name, "autoscale"):  # grow's create takes the lock itself
+                if decision.action == "move":
+                    _move_then_shrink(live, decision, seats, progress, verbosity)
+                else:
+                    _shrink(live, decision, progress)
     except Busy as exc:
         _note(live, "info", f"autoscale: {decision.action} deferred, {exc.message}")
     after = len(live.provider.hosts())
@@ -378,37 +379,40 @@ def _grow(live: LiveCourse, decision: Decision, progress: Progress, verbosity: i
     _note(live, "ok", f"autoscale: the course has {len(live.provider.hosts())} host(s) ({seconds:.0f} s)")
 
 
-def _shrink(live: LiveCourse, decision: Decision, progress: Progress, *, locked: bool = False) -> None:
+def _shrink(live: LiveCourse, decision: Decision, progress: Progress) -> None:
+    """Remove the empty last host (the caller holds the course's lock)."""
     from hubfleet.lifecycle import _recorder, _remove_empty_hosts
 
     if not live.hosts or live.hosts[-1].name != decision.host:
         raise ProvisionError(f"{decision.host} is not the last host of {live.name}: not removing it")
-    with contextlib.nullcontext() if locked else live.store.lock(live.name, "autoscale"):
-        _remove_empty_hosts(live.store, live.store.get(live.name), len(live.hosts) - 1,
-                            _recorder(live.store, live.name, progress))
+    _remove_empty_hosts(live.store, live.store.get(live.name), len(live.hosts) - 1,
+                        _recorder(live.store, live.name, progress))
     _note(live, "ok", f"autoscale: removed {decision.host}; the course has {len(live.provider.hosts())} host(s)")
 
 
 def _move_then_shrink(live: LiveCourse, decision: Decision, seats: Seats, progress: Progress, verbosity: int) -> None:
-    """Move the empty extra host's students' files home to the other hosts, then remove it if none stayed."""
+    """Move the empty extra host's students' files home to the other hosts, then remove it if none stayed
+    (the caller holds the course's lock)."""
     from hubfleet.lifecycle import VOLUME_PREFIX, course_inventory
 
-    with live.store.lock(live.name, "autoscale"):
-        release_stale(live.tell_hub, seats.moving, progress)
-        workdir = live.store.instance_dir(live.name)
-        run = playbook_runner(workdir=workdir, inventory=course_inventory(live.store, live.name, live.hosts,
-                                                                        live.provider),
-                              source=decision.host, verbosity=verbosity, progress=progress)
-        result = move_homes(source=decision.host, students=list(seats.nodes[decision.host].pinned),
-                            nodes=seats.nodes, tell_hub=live.tell_hub, run=run, volume_prefix=VOLUME_PREFIX,
-                            progress=progress)
-        for student, host in sorted(result.moved.items()):
-            _note(live, "info", f"autoscale: {student}'s files moved from {decision.host} to {host} (compared)")
-        if result.stayed:
-            detail = "; ".join(f"{student}: {why}" for student, why in sorted(result.stayed.items()))
-            _note(live, "info", f"autoscale: {decision.host} stays, it still holds students' files ({detail})")
-            return
-        _shrink(live, decision, progress, locked=True)
+    release_stale(live.tell_hub, seats.moving, progress)
+    workdir = live.store.instance_dir(live.name)
+    run = playbook_runner(workdir=workdir, inventory=course_inventory(live.store, live.name, live.hosts,
+                                                                    live.provider),
+                          source=decision.host, verbosity=verbosity, progress=progress)
+    result = move_homes(source=decision.host, students=list(seats.nodes[decision.host].pinned),
+                        nodes=seats.nodes, tell_hub=live.tell_hub, run=run, volume_prefix=VOLUME_PREFIX,
+                        progress=progress)
+    # Counts, not names: the course's log (and `status`) never names students.
+    for host in sorted(set(result.moved.values())):
+        moved = sum(1 for target in result.moved.values() if target == host)
+        _note(live, "info", f"autoscale: the files of {moved} student(s) moved from {decision.host} to {host} "
+                            "(compared)")
+    if result.stayed:
+        _note(live, "info", f"autoscale: {decision.host} stays: the files of {len(result.stayed)} student(s) could not "
+                            "move this round (a server in use, or the hub refused); the next round tries again")
+        return
+    _shrink(live, decision, progress)
 
 
 # --- warming before a class ----------------------------------------------------------------
