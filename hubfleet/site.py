@@ -1,8 +1,8 @@
 """The operator's site file: where it is, and its sections that hold for every course on the site.
 
 One YAML file per site, read from `$HUBFLEET_SITE_CONFIG` or `<state-dir>/site.yaml`. Its optional
-site-wide sections (`addresses`, `docker`) hold for every provider and default when the file or
-the section is absent; its other fields are the OpenStack provider's own settings
+site-wide sections (`addresses`, `docker`, `ca_certificates`, `archives`) hold for every provider
+and default when the file or the section is absent; its other fields are the OpenStack provider's own settings
 (hubfleet/providers/openstack/settings.py). Every error names the field and the fix.
 """
 
@@ -19,7 +19,7 @@ from hubfleet.descriptor import problems_from, read_yaml
 from hubfleet.errors import FieldProblem, InvalidInput
 
 SITE_ENV = "HUBFLEET_SITE_CONFIG"
-SITE_WIDE_KEYS = ("addresses", "docker", "ca_certificates")  # for every provider; the other fields are OpenStack's
+SITE_WIDE_KEYS = ("addresses", "docker", "ca_certificates", "archives")  # for every provider; the other fields are OpenStack's
 SITE_FILE = "site.yaml"
 
 
@@ -113,6 +113,17 @@ class DockerSite(BaseModel):
         "(baked when it is current, else stock).")
 
 
+class ArchivesSite(BaseModel):
+    """How long the courses' archives are kept after destroy (`hubfleet archives prune`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keep_days: int | None = Field(
+        None, ge=1, le=36500, description="Days an archive is kept, counted from the date it was made; absent: "
+        "kept until an operator removes it. `hubfleet archives prune` removes older ones (with their operator's "
+        "file); run it from a timer.")
+
+
 class SiteWide(BaseModel):
     """The settings of the site file that hold for every provider."""
 
@@ -120,6 +131,7 @@ class SiteWide(BaseModel):
 
     addresses: Addresses = Field(default_factory=Addresses, description="Ranges the hosts' engines and Swarms use.")
     docker: DockerSite = Field(default_factory=DockerSite, description="The Docker provider's hosts.")
+    archives: ArchivesSite = Field(default_factory=ArchivesSite, description="How long archives are kept.")
     ca_certificates: list[Path] = Field(
         default_factory=list, max_length=50,
         description="PEM files of authorities every host of every course trusts besides the public ones "

@@ -55,6 +55,7 @@ def cli(ctx: click.Context, state_dir: Path | None, database_url: str | None, ve
       hubfleet warm workshop --students 60       ready for a class arriving at once
       hubfleet autoscale --all --watch           grow full courses, shrink them back
       hubfleet destroy workshop                  archive the students' work, then remove all
+      hubfleet archives list                     what was archived; `prune` after the keep time
 
     \b
     Teachers ask for hubs in a web form, operators approve them:
@@ -67,7 +68,7 @@ def cli(ctx: click.Context, state_dir: Path | None, database_url: str | None, ve
     ctx.obj = Application(state_dir, verbose, database_url)
 
 
-VERBS = ("validate", "plan", "create", "scale", "warm", "autoscale", "destroy", "list_", "status", "credentials",
+VERBS = ("validate", "plan", "create", "scale", "warm", "autoscale", "destroy", "archives", "list_", "status", "credentials",
          "lti_config", "images", "bake", "portal")
 
 

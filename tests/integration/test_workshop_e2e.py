@@ -8,6 +8,7 @@ or to containers this run created.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -319,6 +320,23 @@ def test_the_archive_holds_every_entry_byte_for_byte_and_no_hub_secret(env, cour
         with tarfile.open(fileobj=tar.extractfile(f"{restore.name.removesuffix('.tar')}/hub-data.tar.gz")) as hub:
             assert "jupyterhub/jupyterhub.sqlite" in hub.getnames()
     assert {"hub-data.tar.gz", "secrets/alice.tar.gz"} <= kept, "the operator keeps what the teacher may not see"
+
+
+def test_archives_lists_the_real_archive_and_prunes_it_after_the_keep_time(env, course):
+    recorded = course["archive"]
+    archive, restore = Path(recorded["path"]), Path(recorded["restore"])
+    listed = json.loads(hubfleet(env, "archives", "list", "--json").stdout)
+    assert [(a["course"], a["path"], a["sha256"], a["bytes"]) for a in listed] == [
+        (COURSE, str(archive), recorded["sha256"], archive.stat().st_size)]
+    assert listed[0]["students"] >= 1 and listed[0]["restore"] == str(restore)
+    made = dt.datetime.fromisoformat(listed[0]["made_at"])
+    assert abs((dt.datetime.now(dt.timezone.utc) - made).total_seconds()) < 3600, "the date inside the archive"
+    later = (made + dt.timedelta(days=31)).isoformat()
+    kept = hubfleet(env, "archives", "prune", "--keep-days", "31", "--now", later, "--yes")
+    assert "no archive is older than 31 day(s)" in kept.stderr and archive.exists()
+    hubfleet(env, "archives", "prune", "--keep-days", "30", "--now", later, "--yes")
+    assert not archive.exists() and not restore.exists()
+    assert json.loads(hubfleet(env, "archives", "list", "--json").stdout) == []
 
 
 def test_everything_is_gone_and_the_embedded_acme_server_stopped(env, course):
