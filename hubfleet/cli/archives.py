@@ -125,3 +125,78 @@ def prune(app: Application, keep_days: int | None, now: dt.datetime | None, dry_
     for entry in old:
         archives.remove(app.store, entry, keep_days)
     app.success(f"removed {len(old)} archive(s) older than {keep_days} day(s)")
+
+
+class ArchiveFile(click.ParamType):
+    """An archive: a path, or a file name in the state directory's archive folder."""
+
+    name = "ARCHIVE"
+
+    def convert(self, value, param, ctx):
+        text = str(value)
+        if "\x00" in text:
+            self.fail("an archive's name holds no NUL byte", param, ctx)
+        path = Path(text).expanduser()
+        if not path.is_file() and "/" not in text and ctx is not None and isinstance(ctx.obj, Application):
+            path = ctx.obj.store.archive_dir() / (text if text.endswith(".tar") else f"{text}.tar")
+        if not path.is_file():
+            self.fail(f"{text[:200]!r} is no archive — give a path, or a name `hubfleet archives list` shows", param, ctx)
+        return path
+
+
+@command.command("students")
+@click.argument("archive", type=ArchiveFile())
+@click.option("--json", "as_json", is_flag=True, help="Print them as JSON on stdout.")
+@click.pass_obj
+def students(app: Application, archive: Path, as_json: bool) -> None:
+    """The students whose files an archive holds: their hub username, entries, size and sha256.
+
+    \b
+    Examples:
+      hubfleet archives students workshop-20270618T090000Z.tar
+    """
+    from hubfleet.restores import students_in
+
+    _, listed = students_in(archive)
+    rows = [{"user": s.get("user"), "entries": s.get("entries"), "bytes": s.get("bytes"), "sha256": s.get("sha256"),
+             "file": s.get("file")} for s in listed]
+    if as_json:
+        app.print_json(rows)
+        return
+    table = Table(show_header=True)
+    for col in ("user", "entries", "size", "sha256"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(str(row["user"]), str(row["entries"]), _size(row["bytes"] or 0),
+                      f"{row['sha256'][:12]}…" if row["sha256"] else "-")
+    app.out.print(table)
+
+
+@command.command("restore")
+@click.argument("archive", type=ArchiveFile())
+@click.argument("user")
+@click.option("--into", "course", type=COURSE, required=True, help="The live course to restore into.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was restored, where, as JSON on stdout.")
+@click.pass_obj
+def restore(app: Application, archive: Path, user: str, course: str, as_json: bool) -> None:
+    """Put one student's archived files back into a live course, beside their current files.
+
+    USER is the student's hub username as `hubfleet archives students ARCHIVE` lists it. Their
+    files go to a new folder of their volume, restored-<archive name>/, on the host that is their
+    home in the course (given one if they have none yet), checked against the archive's sha256
+    first and compared with it after unpacking. Nothing they have is changed; a folder of that name
+    already there is never written into. Their server must be stopped meanwhile (the hub holds
+    their next start until the files are in).
+
+    \b
+    Examples:
+      hubfleet archives restore workshop-20270618T090000Z.tar alice --into workshop-autumn
+    """
+    from hubfleet.cli.progress import printer
+    from hubfleet.restores import restore_student
+
+    done = restore_student(app.store, archive, user, course, progress=printer(app), verbosity=app.verbosity)
+    if as_json:
+        app.print_json(done.to_dict())
+    app.success(f"{user}'s files from {archive.name} are in {done.folder}/ of their files in {course} "
+                f"(on {done.host}, compared with the archive)")

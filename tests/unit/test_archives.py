@@ -172,3 +172,143 @@ def test_the_shipped_timer_runs_a_command_that_exists(store, run):
     make_archive(store, "algebra", MADE, ["alice"])
     result = run(*args[1:], "--keep-days", "1", "--now", "2099-01-01", "--dry-run")
     assert result.exit_code == 0 and "would remove algebra-" in result.stderr
+
+
+# --- restoring one student's files ---------------------------------------------------------------
+
+def student_archive(store: StateStore, course: str, files: dict[str, bytes], *, corrupt: bool = False) -> Path:
+    """A course archive whose one student, alice, has a real gzip tar of `files` with its sha256 in the index."""
+    made = io.BytesIO()
+    with tarfile.open(fileobj=made, mode="w:gz") as student:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"./{name}")
+            info.size = len(data)
+            student.addfile(info, io.BytesIO(data))
+    data = made.getvalue()
+    top = f"{course}-20270110T120000Z"
+    index = {"format": FORMAT, "course": course, "made_at": MADE.isoformat(), "teaching": [],
+             "students": [{"user": "alice", "file": "students/alice.tar.gz", "entries": len(files),
+                           "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}]}
+    path = store.archive_dir() / f"{top}.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, content in ((f"{top}/students/alice.tar.gz", data[:-1] + b"!" if corrupt else data),
+                              (f"{top}/index.json", json.dumps(index).encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return path
+
+
+def test_a_students_archive_is_read_out_checked_against_its_sha256(store, tmp_path):
+    from hubfleet.restores import read_student
+
+    archive = student_archive(store, "algebra", {"notes.txt": b"mine"})
+    top, copy = read_student(archive, "alice", tmp_path)
+    assert top == "algebra-20270110T120000Z"
+    with tarfile.open(copy) as tar:
+        assert tar.extractfile("./notes.txt").read() == b"mine"
+
+
+def test_a_damaged_or_unknown_student_is_refused_before_anything_changes(store, tmp_path):
+    from hubfleet.errors import ArchiveError, InvalidInput
+    from hubfleet.restores import read_student
+
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(InvalidInput, match="'bob' has no files in .* its students: alice"):
+        read_student(student_archive(store, "algebra", {"a": b"1"}), "bob", work)
+    damaged = student_archive(store, "physics", {"a": b"1"}, corrupt=True)
+    with pytest.raises(ArchiveError, match="does not match its sha256"):
+        read_student(damaged, "alice", work)
+    assert list(work.iterdir()) == [], "nothing of a damaged archive is kept"
+
+
+class FakeHub:
+    """The hub's seats API as restore calls it (the real one: tests/integration/test_pressure.py)."""
+
+    def __init__(self, refuse_move: bool = False):
+        self.calls, self.refuse_move = [], refuse_move
+
+    def tell_hub(self, body: dict) -> dict:
+        from hubfleet.errors import HubfleetError
+
+        self.calls.append(next(iter(body)))
+        if "place" in body:
+            return {"homes": {"alice": "algebra-hub"}}
+        if "move" in body and self.refuse_move:
+            raise HubfleetError("the hub refused (409): alice's server is in use")
+        return {}
+
+
+@pytest.fixture
+def live_course(store, monkeypatch):
+    """A ready course whose hub and playbook are stand-ins that record the order of the calls."""
+    from hubfleet import restores
+
+    store.upsert("algebra", provider="docker", descriptor={"name": "algebra"})
+    store.update("algebra", status="ready")
+    hub, runs = FakeHub(), []
+
+    class Live:
+        def __init__(self, *args):
+            self.hosts, self.provider, self.tell_hub = [], None, lambda body: hub.tell_hub(body)
+
+    monkeypatch.setattr("hubfleet.elastic.LiveCourse", Live)
+    monkeypatch.setattr("hubfleet.lifecycle.course_inventory", lambda *args: store.dir / "inventory")
+
+    def run_playbook(name, **kwargs):
+        runs.append((name, kwargs["variables"]))
+        hub.calls.append("playbook")
+        assert Path(kwargs["variables"]["restore_archive"]).is_file()
+        if getattr(run_playbook, "fails", False):
+            from hubfleet.errors import ProvisionError
+            raise ProvisionError("tar --compare found a difference")
+
+    monkeypatch.setattr(restores.ansible, "run_playbook", run_playbook)
+    return hub, runs, run_playbook
+
+
+def test_restore_places_holds_unpacks_then_releases_in_that_order(store, live_course):
+    from hubfleet.restores import restore_student
+
+    hub, runs, _ = live_course
+    archive = student_archive(store, "algebra", {"notes.txt": b"mine"})
+    done = restore_student(store, archive, "alice", "algebra")
+    assert hub.calls == ["place", "move", "playbook", "moved"]
+    assert runs[0][0] == "restore_student.yml" and runs[0][1]["restore_host"] == "algebra-hub"
+    assert runs[0][1]["restore_folder"] == "restored-algebra-20270110T120000Z" == done.folder
+    assert runs[0][1]["restore_volume"] == "hubfleet-user-alice"
+    assert not (store.instance_dir("algebra") / "restore-work").exists(), "no student's file stays here"
+    assert any("the files of 1 student restored" in m and "alice" not in m for _, _, _, m in store.events("algebra"))
+
+
+def test_a_failed_unpack_releases_the_hold_and_a_running_server_is_refused(store, live_course):
+    from hubfleet.errors import HubfleetError, ProvisionError
+    from hubfleet.restores import restore_student
+
+    hub, _, run_playbook = live_course
+    archive = student_archive(store, "algebra", {"notes.txt": b"mine"})
+    run_playbook.fails = True
+    with pytest.raises(ProvisionError):
+        restore_student(store, archive, "alice", "algebra")
+    assert hub.calls == ["place", "move", "playbook", "unmove"]
+    run_playbook.fails = False
+    hub.calls.clear()
+    hub.refuse_move = True
+    with pytest.raises(HubfleetError, match="cannot be restored now"):
+        restore_student(store, archive, "alice", "algebra")
+    assert hub.calls == ["place", "move"], "nothing unpacked while her server runs"
+
+
+def test_restore_into_a_course_that_is_not_live_is_refused(store, run):
+    archive = student_archive(store, "algebra", {"notes.txt": b"mine"})
+    store.upsert("algebra", provider="docker", descriptor={"name": "algebra"})
+    store.update("algebra", status="archived")
+    result = run("restore", archive.name, "alice", "--into", "algebra")
+    assert result.exit_code != 0 and "is archived: files are restored into a live course" in result.stderr
+
+
+def test_students_lists_whose_files_an_archive_holds(store, run):
+    student_archive(store, "algebra", {"notes.txt": b"mine"})
+    listed = json.loads(run("students", "algebra-20270110T120000Z", "--json").stdout)
+    assert [(s["user"], s["entries"]) for s in listed] == [("alice", 1)]
