@@ -291,6 +291,46 @@ def test_pressure_stops_the_longest_idle_never_a_busy_kernel_nor_a_teacher():
     assert pressure.choose(servers, short=0, timeout=600, now=now)[0] == []
 
 
+class PressureHub:
+    """The hub and the servers as the pressure service sees them; records whose kernels it asked about."""
+
+    def __init__(self, now: float, idle: dict[str, float], busy: set[str], waiting: int):
+        self.api, self.now, self.idle, self.busy, self.waiting = "hub", now, idle, busy, waiting
+        self.asked, self.deleted = [], []
+
+    async def seats(self):
+        return {"waiting": self.waiting, "short": self.waiting}
+
+    async def ready_users(self):
+        return [{"name": name, "servers": {"": {"last_activity": None}}} for name in self.idle]
+
+    async def last_activity(self, user):
+        return self.now - self.idle[user]
+
+    async def computing(self, user):
+        self.asked.append(user)  # on a real server this request is the student's activity
+        return user in self.busy
+
+    async def call(self, method, url, body=None, accept=None):
+        if method == "DELETE":
+            self.deleted.append(url.split("/users/")[1].split("/")[0])
+        return {}
+
+
+def test_pressure_asks_about_kernels_only_of_servers_it_would_stop_and_a_busy_one_gives_way():
+    """Jupyter Server counts GET /api/kernels as activity: asked of every server every round, none would
+    ever be idle (the real hub showed it: tests/integration/test_pressure.py)."""
+    now = 10_000.0
+    hub = PressureHub(now, {"computing": 3000, "idle-long": 2000, "idle-short": 700, "typing": 5}, {"computing"},
+                      waiting=1)
+    result = asyncio.run(pressure.one_round(hub, timeout=600, spared_groups=set(), now=now))
+    assert result["stopped"] == ["idle-long"] and hub.deleted == ["idle-long"]
+    assert hub.asked == ["computing", "idle-long"], "never the servers it would not stop"
+    quiet = PressureHub(now, {"a": 3000, "b": 5}, set(), waiting=0)
+    asyncio.run(pressure.one_round(quiet, timeout=600, spared_groups=set(), now=now))
+    assert quiet.asked == [] and quiet.deleted == [], "nobody waits: nobody is asked or stopped"
+
+
 def test_a_server_on_a_node_gone_down_takes_no_seat():
     """A killed worker: its seats leave the count, and so do the servers the hub still thinks run there."""
     def user(name, node, ready=True):

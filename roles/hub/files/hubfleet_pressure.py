@@ -10,6 +10,9 @@ estimate can honestly count on.
 
 Idle is the later of the hub's record of the server's activity and what the server itself says
 (/api/status), so a student typing right now is not taken for idle between activity reports.
+Whether a kernel is running code is asked (/api/kernels) only of the servers about to be stopped:
+Jupyter Server counts that request as the student's activity (unlike /api/status), so asking every
+server every round would keep every server busy-looking for ever and no seat would ever free up.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ PAGE = "application/jupyterhub-pagination+json"
 class Server:
     user: str
     idle_since: float  # epoch seconds of the last activity known
-    busy: bool  # a kernel is running code now
+    busy: bool  # a kernel is running code now (False until asked: see one_round)
     spared: bool  # a teacher's or an admin's: never stopped for the line
 
 
@@ -87,13 +90,15 @@ class Hub:
                 return users
             offset = following["offset"]
 
-    async def server_activity(self, user: str) -> tuple[float, bool]:
-        """(the server's own last activity, whether a kernel is running code), from the server itself."""
-        base = f"{self.proxy}/user/{quote(user, safe='')}/api"
-        status = await self.call("GET", f"{base}/status")
-        kernels = await self.call("GET", f"{base}/kernels")
-        busy = any(k.get("execution_state") == "busy" for k in kernels or [])
-        return parse_time((status or {}).get("last_activity")), busy
+    async def last_activity(self, user: str) -> float:
+        """The server's own last activity (/api/status: asking it is not activity)."""
+        status = await self.call("GET", f"{self.proxy}/user/{quote(user, safe='')}/api/status")
+        return parse_time((status or {}).get("last_activity"))
+
+    async def computing(self, user: str) -> bool:
+        """Whether one of the server's kernels is running code (the server counts this request as activity)."""
+        kernels = await self.call("GET", f"{self.proxy}/user/{quote(user, safe='')}/api/kernels")
+        return any(k.get("execution_state") == "busy" for k in kernels or [])
 
 
 async def look(hub: Hub, user: dict, spared_groups: set[str]) -> Server:
@@ -101,11 +106,28 @@ async def look(hub: Hub, user: dict, spared_groups: set[str]) -> Server:
     hub_idle = parse_time(server.get("last_activity"))
     spared = bool(user.get("admin")) or bool(set(user.get("groups") or []) & spared_groups)
     try:
-        own_idle, busy = await hub.server_activity(user["name"])
+        own_idle = await hub.last_activity(user["name"])
     except Exception as exc:  # unreadable: never stop it for the line on a guess
-        log.warning("cannot read %s's kernels (%s): not stopping it", user["name"], exc)
+        log.warning("cannot read %s's server status (%s): not stopping it", user["name"], exc)
         return Server(user["name"], hub_idle, busy=True, spared=spared)
-    return Server(user["name"], max(hub_idle, own_idle), busy, spared)
+    return Server(user["name"], max(hub_idle, own_idle), busy=False, spared=spared)
+
+
+async def settle(hub: Hub, servers: list[Server], short: int, timeout: float, now: float) -> tuple[list[str], list[float]]:
+    """choose(), asking about kernels only the servers it would stop; a busy one gives way to the next."""
+    asked: set[str] = set()
+    while True:
+        stop, releases = choose(servers, short, timeout, now)
+        unasked = [s for s in servers if s.user in stop and s.user not in asked]
+        if not unasked:
+            return stop, releases
+        for server in unasked:
+            asked.add(server.user)
+            try:
+                server.busy = await hub.computing(server.user)
+            except Exception as exc:  # unreadable: never stop it for the line on a guess
+                log.warning("cannot read %s's kernels (%s): not stopping it", server.user, exc)
+                server.busy = True
 
 
 async def one_round(hub: Hub, timeout: float, spared_groups: set[str], now: float) -> dict:
@@ -115,8 +137,8 @@ async def one_round(hub: Hub, timeout: float, spared_groups: set[str], now: floa
             await hub.call("POST", f"{hub.api}/hubfleet/seats", {"releases": []})
         return {"waiting": 0, "stopped": []}
     users = [u for u in await hub.ready_users() if "" in (u.get("servers") or {})]
-    servers = await asyncio.gather(*(look(hub, u, spared_groups) for u in users))
-    stop, releases = choose(list(servers), int(seats.get("short", 0)), timeout, now)
+    servers = list(await asyncio.gather(*(look(hub, u, spared_groups) for u in users)))
+    stop, releases = await settle(hub, servers, int(seats.get("short", 0)), timeout, now)
     for name in stop:
         idle = next(s for s in servers if s.user == name).idle_since
         log.info("stopping %s's server, idle %.0f s, for a student waiting in line", name, now - idle)
