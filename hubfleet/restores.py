@@ -8,9 +8,10 @@ with its sha256 in index.json. A restore, in this order:
 2. the hub gives the student a home host if they have none yet (`place`, as `warm` does) and holds
    their starts while the files go in (`move` to that same host): it refuses while their server
    runs or they wait in line, so no server ever sees a half-restored folder;
-3. playbooks/restore_student.yml unpacks it into a new folder of their volume there
-   (restored-<archive name>) and compares it with the archive; a folder of that name already there is
-   never written into, and a failed unpack removes only the folder it made;
+3. playbooks/restore_student.yml unpacks it into a new folder of their volume there,
+   restored-<archive name>, and compares it with the archive (a volume they never had is first made
+   as their first start makes it: the course image's home copied in); a folder of that name already
+   there is never written into, and a failed unpack removes only the folder it made;
 4. the hub is told the files are in (`moved`: their home is unchanged), or on failure `unmove`.
 
 The student's own files are never touched; the work folder's copy is removed whatever happens.
@@ -31,6 +32,9 @@ from hubfleet.archive import INDEX
 from hubfleet.errors import ArchiveError, FieldProblem, HubfleetError, InvalidInput
 from hubfleet.state import StateStore
 from hubfleet.usernames import spawner_escape
+
+
+NOTEBOOK_DIR = "/home/jovyan"  # where every server mounts the student's volume (roles/hub: hub_notebook_dir)
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,8 @@ def restore_student(store: StateStore, archive: Path, user: str, course: str, *,
                     inventory=course_inventory(store, course, live.hosts, live.provider), progress=progress,
                     verbosity=verbosity,
                     variables={"restore_host": host, "restore_volume": VOLUME_PREFIX + spawner_escape(user),
-                               "restore_folder": folder, "restore_archive": str(copy)})
+                               "restore_folder": folder, "restore_archive": str(copy),
+                               "restore_image": live.course.image, "restore_mount": NOTEBOOK_DIR})
             except BaseException:
                 _release(live, user)
                 raise

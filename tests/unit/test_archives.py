@@ -252,6 +252,7 @@ def live_course(store, monkeypatch):
     class Live:
         def __init__(self, *args):
             self.hosts, self.provider, self.tell_hub = [], None, lambda body: hub.tell_hub(body)
+            self.course = type("Course", (), {"image": "hubfleet/notebook:latest"})()
 
     monkeypatch.setattr("hubfleet.elastic.LiveCourse", Live)
     monkeypatch.setattr("hubfleet.lifecycle.course_inventory", lambda *args: store.dir / "inventory")
@@ -278,6 +279,7 @@ def test_restore_places_holds_unpacks_then_releases_in_that_order(store, live_co
     assert runs[0][0] == "restore_student.yml" and runs[0][1]["restore_host"] == "algebra-hub"
     assert runs[0][1]["restore_folder"] == "restored-algebra-20270110T120000Z" == done.folder
     assert runs[0][1]["restore_volume"] == "hubfleet-user-alice"
+    assert (runs[0][1]["restore_image"], runs[0][1]["restore_mount"]) == ("hubfleet/notebook:latest", "/home/jovyan")
     assert not (store.instance_dir("algebra") / "restore-work").exists(), "no student's file stays here"
     assert any("the files of 1 student restored" in m and "alice" not in m for _, _, _, m in store.events("algebra"))
 
