@@ -84,7 +84,7 @@ SHARED = {
 EXPECTED_MINUTES = {
     "dev-cloud": 20, "test_swarm": 11, "test_rush": 12, "test_workshop_e2e": 9, "test_molecule": 4,
     "test_teaching": 5, "test_portal_browser": 4, "test_tls": 4, "test_lti13": 3, "lti11-course": 3,
-    "test_ldap": 3,
+    "test_ldap": 3, "test_pressure": 6,
 }
 
 
