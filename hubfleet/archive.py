@@ -300,6 +300,20 @@ def verify(path: Path) -> tuple[int, int]:
     return entries, len(index["students"])
 
 
+def read_index(path: Path, formats: tuple[str, ...] = (FORMAT,)) -> tuple[str, dict]:
+    """(the archive's top folder, its index.json): the headers are read, the students' data skipped.
+
+    Raises ValueError (not a course archive in one of `formats`) or the tar's own read errors."""
+    with tarfile.open(path, "r:") as tar:
+        for member in tar:
+            if member.isfile() and member.name.count("/") == 1 and member.name.endswith("/" + INDEX):
+                index = json.loads(tar.extractfile(member).read())
+                if index.get("format") not in formats:
+                    raise ValueError(f"unknown format {index.get('format')!r}")
+                return member.name.split("/", 1)[0], index
+    raise ValueError(f"no {INDEX} in it")
+
+
 def sha256_file_in(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
     digest = hashlib.sha256()
     stream = tar.extractfile(member)

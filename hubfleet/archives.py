@@ -11,12 +11,11 @@ date inside the archive, and never an archive it cannot read the date of.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from hubfleet.archive import FORMAT, INDEX, sha256_file
+from hubfleet.archive import FORMAT, read_index, sha256_file
 from hubfleet.state import StateStore
 
 OLDER_FORMATS = ("hubfleet-course-archive/1",)
@@ -44,18 +43,6 @@ class ArchiveEntry:
                 "restore": str(self.restore) if self.restore else None, "problem": self.problem or None}
 
 
-def _index(path: Path) -> dict:
-    """The archive's index.json (at the end of the tar: the headers are read, the students' data skipped)."""
-    with tarfile.open(path, "r:") as tar:
-        for member in tar:
-            if member.isfile() and member.name.count("/") == 1 and member.name.endswith("/" + INDEX):
-                data = json.loads(tar.extractfile(member).read())
-                if data.get("format") not in (FORMAT, *OLDER_FORMATS):
-                    raise ValueError(f"unknown format {data.get('format')!r}")
-                return data
-    raise ValueError(f"no {INDEX} in it")
-
-
 def _recorded(store: StateStore) -> dict[Path, dict]:
     """{archive path: what destroy recorded} for every course of the state store, archived or re-created."""
     found = {}
@@ -74,7 +61,7 @@ def read(path: Path, store: StateStore, *, checksums: bool = False,
     size = path.stat().st_size
     sha256 = sha256_file(path) if checksums else (record or {}).get("sha256")
     try:
-        index = _index(path)
+        _, index = read_index(path, (FORMAT, *OLDER_FORMATS))
         made_at = dt.datetime.fromisoformat(index["made_at"])
         if made_at.tzinfo is None:
             raise ValueError("its date has no time zone")

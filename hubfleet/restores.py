@@ -21,14 +21,14 @@ The course's log counts the restore and names no student.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from hubfleet import ansible
-from hubfleet.archive import INDEX
+from hubfleet.archive import FORMAT, read_index
+from hubfleet.archives import OLDER_FORMATS
 from hubfleet.errors import ArchiveError, FieldProblem, HubfleetError, InvalidInput
 from hubfleet.state import StateStore
 from hubfleet.usernames import spawner_escape
@@ -53,14 +53,10 @@ class Restored:
 def students_in(archive: Path) -> tuple[str, list[dict]]:
     """(the archive's top folder, its students as index.json lists them)."""
     try:
-        with tarfile.open(archive, "r:") as tar:
-            for member in tar:
-                if member.isfile() and member.name.count("/") == 1 and member.name.endswith("/" + INDEX):
-                    index = json.loads(tar.extractfile(member).read())
-                    return member.name.split("/", 1)[0], list(index.get("students") or [])
+        top, index = read_index(archive, (FORMAT, *OLDER_FORMATS))
     except (tarfile.TarError, OSError, ValueError, UnicodeDecodeError) as exc:
         raise ArchiveError(f"{archive} is not readable as a course archive: {exc}") from None
-    raise ArchiveError(f"{archive} has no {INDEX}: not a course archive hubfleet wrote")
+    return top, list(index.get("students") or [])
 
 
 def read_student(archive: Path, user: str, dest: Path) -> tuple[str, Path]:
