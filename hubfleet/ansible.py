@@ -195,6 +195,11 @@ def run_playbook(playbook: str, *, workdir: Path, inventory: Path, secrets: dict
         # ansible-runner records the whole process environment, which may hold env: secret sources.
         for recorded in (private / "artifacts").glob("*/command"):
             recorded.unlink(missing_ok=True)
+    if runner.status == "canceled":
+        # ansible-runner takes SIGINT/SIGTERM for itself and only cancels the run: this process was
+        # interrupted (Ctrl-C, a service stopped), so it stops here as it would have without the runner,
+        # instead of carrying on (a `--watch` loop kept going on a course its cancelled run left failed).
+        raise KeyboardInterrupt
     if (runner.rc != 0 or runner.status != "successful") and not tolerate_failures:
         reason = failures[0] if failures else f"ansible-runner ended {runner.status} (rc {runner.rc})"
         raise ProvisionError(f"{playbook}: {reason}",
