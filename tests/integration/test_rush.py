@@ -226,7 +226,9 @@ def test_three_times_the_seats_all_reach_a_kernel_the_course_grows_and_shrinks_b
         places = [int(m.split("you are number ")[1].split()[0]) for v in placed for m in v.messages
                   if "you are number" in m]
         assert max(places) <= STUDENTS - SEATS, places  # never a place behind more students than could be waiting
-        assert 0 < most[0] <= SEATS * MAX_HOSTS and not over, (most[0], over)  # (servers, seats) when over
+        # Never more servers than the seats there are at that moment (an added host without the hub seats more
+        # than the first: the watcher counts what the hub reports).
+        assert 0 < most[0] and not over, (most[0], over)  # (servers, seats) when over
         relaunch = next(v for v in visits if v.student == AGAIN)
         if relaunch.relaunched:  # it waited in line: its second launch landed on its own waiting page, not an error
             assert "/spawn-pending/" in relaunch.relaunched or "/user/" in relaunch.relaunched, relaunch.relaunched
