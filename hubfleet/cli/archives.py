@@ -9,6 +9,7 @@ from rich.table import Table
 from hubfleet import archives
 from hubfleet.app import Application
 from hubfleet.cli.params import COURSE
+from hubfleet.descriptor import format_bytes
 from hubfleet.errors import FieldProblem, InvalidInput
 from hubfleet.site import load_site_wide
 
@@ -26,14 +27,6 @@ class When(click.ParamType):
         except ValueError:
             self.fail(f"{str(value)[:60]!r} is not a date — write 2027-06-30 or 2027-06-30T08:00:00+02:00", param, ctx)
         return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 @click.group("archives")
@@ -81,7 +74,7 @@ def list_(app: Application, course: str | None, checksums: bool, as_json: bool) 
             table.add_column(col)
         for e in entries:
             table.add_row(e.course or f"? ({e.problem})", e.made_at.strftime("%Y-%m-%d %H:%M") if e.made_at else "-",
-                          _size(e.bytes), "-" if e.students is None else str(e.students),
+                          format_bytes(e.bytes), "-" if e.students is None else str(e.students),
                           f"{e.sha256[:12]}…" if e.sha256 else "-", e.path.name)
         app.out.print(table)
     for record in gone:
@@ -115,7 +108,7 @@ def prune(app: Application, keep_days: int | None, now: dt.datetime | None, dry_
         return
     for entry in old:
         app.info(f"{'would remove' if dry_run else 'removing'} {entry.path.name} ({entry.course}, made "
-                 f"{entry.made_at:%Y-%m-%d}, {_size(entry.bytes)}, {entry.students} student(s))"
+                 f"{entry.made_at:%Y-%m-%d}, {format_bytes(entry.bytes)}, {entry.students} student(s))"
                  + (f" and {entry.restore.name}" if entry.restore else ""))
     if dry_run:
         return
@@ -167,7 +160,7 @@ def students(app: Application, archive: Path, as_json: bool) -> None:
     for col in ("user", "entries", "size", "sha256"):
         table.add_column(col)
     for row in rows:
-        table.add_row(str(row["user"]), str(row["entries"]), _size(row["bytes"] or 0),
+        table.add_row(str(row["user"]), str(row["entries"]), format_bytes(row["bytes"] or 0),
                       f"{row['sha256'][:12]}…" if row["sha256"] else "-")
     app.out.print(table)
 
