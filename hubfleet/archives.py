@@ -57,7 +57,7 @@ def read(path: Path, store: StateStore, *, checksums: bool = False,
          recorded: dict[Path, dict] | None = None) -> ArchiveEntry:
     recorded = _recorded(store) if recorded is None else recorded
     record = recorded.get(path.resolve())
-    restore = store.restore_dir() / f"{path.name.removesuffix('.tar')}.hub.tar"
+    restore = store.dir / "restore" / f"{path.name.removesuffix('.tar')}.hub.tar"  # looked at, never made here
     size = path.stat().st_size
     sha256 = sha256_file(path) if checksums else (record or {}).get("sha256")
     try:
