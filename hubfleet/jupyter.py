@@ -148,15 +148,21 @@ def execute(server_url: str, code: str, *, session: requests.Session, headers: d
             session.delete(f"{server_url}/api/kernels/{kernel_id}", headers=headers, timeout=30)
 
 
-def _run_on_channel(ws: websocket.WebSocket, code: str, timeout: float) -> ExecResult:
+def execute_request(code: str) -> tuple[str, str]:
+    """(msg_id, the kernel-protocol execute_request for `code` as sent over a kernel's websocket)."""
     msg_id = uuid.uuid4().hex
-    ws.send(json.dumps({
+    return msg_id, json.dumps({
         "header": {"msg_id": msg_id, "username": "hubfleet", "session": uuid.uuid4().hex,
                    "msg_type": "execute_request", "version": "5.3"},
         "parent_header": {}, "metadata": {}, "channel": "shell",
         "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
                     "allow_stdin": False, "stop_on_error": True},
-    }))
+    })
+
+
+def _run_on_channel(ws: websocket.WebSocket, code: str, timeout: float) -> ExecResult:
+    msg_id, request = execute_request(code)
+    ws.send(request)
     output, error, status = [], "", "ok"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

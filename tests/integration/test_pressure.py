@@ -18,7 +18,6 @@ import json
 import subprocess
 import tarfile
 import time
-import uuid
 import zipfile
 from pathlib import Path
 
@@ -27,7 +26,15 @@ import websocket
 import yaml
 
 from hubfleet.archive import FORMAT
-from hubfleet.jupyter import _ws_url, cookie_for, execute, login_with_password, start_own_server, stop_own_server
+from hubfleet.jupyter import (
+    _ws_url,
+    cookie_for,
+    execute,
+    execute_request,
+    login_with_password,
+    start_own_server,
+    stop_own_server,
+)
 from hubfleet.state import StateStore
 from tests.integration.conftest import unique_course_name
 from tests.support.courses import (
@@ -83,12 +90,7 @@ def start_computing(course: TestCourse, session, user: str, code: str) -> str:
                                      timeout=30, sslopt={"ca_certs": course.verify} if isinstance(course.verify, str)
                                      else {})
     try:
-        ws.send(json.dumps({
-            "header": {"msg_id": uuid.uuid4().hex, "username": user, "session": uuid.uuid4().hex,
-                       "msg_type": "execute_request", "version": "5.3"},
-            "parent_header": {}, "metadata": {}, "channel": "shell",
-            "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-                        "allow_stdin": False, "stop_on_error": True}}))
+        ws.send(execute_request(code)[1])
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # until the kernel says it is busy with it
             message = json.loads(ws.recv())
