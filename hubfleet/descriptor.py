@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from hubfleet.errors import FieldProblem, InvalidInput
-from hubfleet.inputs import MAX_SCALAR, read_yaml, show, text_problem
+from hubfleet.inputs import MAX_SCALAR, duration_problem, read_yaml, show, text_problem
 from hubfleet.usernames import ADMIN_USER, is_reserved
 
 # Patterns are matched whole (fullmatch): `$` would let a trailing newline through.
@@ -429,8 +429,25 @@ class Load(Strict):
 
 
 class Dates(Strict):
+    """The term: `hubfleet reconcile` creates the hub `warm_before` the start, and archives and removes it
+    `grace_after` the end (both default to the site file's `term` section)."""
+
     start: dt.date = Field(description="First day of the course (YYYY-MM-DD).")
     end: dt.date = Field(description="Last day of the course (YYYY-MM-DD); after it, archive and destroy.")
+    warm_before: str | None = Field(
+        None, description="How long before the start the hub is made and warmed by `hubfleet reconcile`: a "
+        "duration such as \"2d\", \"12h\" (absent: the site's term.warm_before, 2d).")
+    grace_after: str | None = Field(
+        None, description="How long after the end students can still log in and download their work, a banner "
+        "telling them so, before the hub is archived and removed: a duration such as \"14d\" (absent: the "
+        "site's term.grace_after, 14d).")
+
+    @field_validator("warm_before", "grace_after", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        if v is not None and (problem := duration_problem(v)):
+            raise ValueError(problem)
+        return v
 
 
 class AcmeTls(Strict):

@@ -201,3 +201,28 @@ def read_yaml(path: Path | str, *, missing: str = "check the path") -> Any:
         raise InvalidInput([FieldProblem("", f"is not UTF-8 text (byte {exc.start + 1}) — save it as UTF-8")],
                            source=source) from None
     return load_yaml(text, source=source)
+
+
+DURATION_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_DURATION_SECONDS = 366 * 86400
+
+
+def duration_problem(value: Any) -> str | None:
+    """Why this is not a duration such as `2d`, `12h`, `30m` or `1w` (at most a year), or None."""
+    if not isinstance(value, str):
+        return f"{show(value)} is not a duration — write a number and a unit in quotes: \"2d\", \"12h\", \"30m\", \"1w\""
+    text = value.strip()
+    if text in ("0", "0d"):
+        return None
+    if len(text) < 2 or text[-1] not in DURATION_UNITS or not text[:-1].isascii() or not text[:-1].isdigit() \
+            or len(text) > 8:
+        return f"{show(value)} is not a duration — write a whole number and one of m, h, d, w: \"2d\", \"12h\", \"30m\""
+    if int(text[:-1]) * DURATION_UNITS[text[-1]] > MAX_DURATION_SECONDS:
+        return f"{show(value)} is longer than a year — give at most \"366d\""
+    return None
+
+
+def duration_seconds(value: str) -> int:
+    """Seconds in a duration that `duration_problem` accepted."""
+    text = value.strip()
+    return 0 if text == "0" else int(text[:-1]) * DURATION_UNITS[text[-1]]

@@ -30,7 +30,8 @@ from hubfleet.usernames import spawner_escape
 
 Progress = Callable[[str, str], None]  # (kind, message)
 
-KEPT_OUTPUTS = ("elastic",)  # what a create keeps of the course's outputs: the elastic hosts and their decisions
+# What a create keeps of the course's outputs: the elastic hosts and their decisions, the term's banner.
+KEPT_OUTPUTS = ("elastic", "announcement")
 VOLUME_PREFIX = "hubfleet-user-"  # one volume per student: <prefix><username as DockerSpawner escapes it>
 PROBE_VOLUME = VOLUME_PREFIX + spawner_escape(PROBE_USER)  # the health probe's: no student's name escapes to it
 
@@ -132,12 +133,14 @@ def ensure_secrets(store: StateStore, course: Course) -> dict:
 
 def create_course(store: StateStore, course: Course, *, progress: Progress | None = None,
                   probe: bool = True, verbosity: int = 0, flavors: Path | None = None,
-                  hosts: int | None = None, extra_hosts: int | None = None) -> CreateResult:
+                  hosts: int | None = None, extra_hosts: int | None = None,
+                  announcement: str | None = None) -> CreateResult:
     """Descriptor to working hub; safe to run again on a live or half-made course.
 
     `extra_hosts` are elastic hosts beyond the plan (hubfleet/elastic.py): hosts of the planned flavor
     that join the Swarm while the hub's configuration stays the plan's, so adding one never restarts
-    the hub. Omitted, a re-run keeps the ones the course has.
+    the hub. Omitted, a re-run keeps the ones the course has. `announcement` is the hub's banner (plain
+    text, "" for none: hubfleet/term.py); omitted, the course keeps the one it has.
     """
     started = time.monotonic()
     tls.check_files(course)  # an institution's certificate is checked before any host is touched
@@ -149,6 +152,8 @@ def create_course(store: StateStore, course: Course, *, progress: Progress | Non
     hosts = hosts or (existing.outputs.get("hosts_wanted") if live else None)
     if extra_hosts is None:
         extra_hosts = int((existing.outputs.get("elastic") or {}).get("extra", 0)) if live else 0
+    if announcement is None:
+        announcement = (existing.outputs.get("announcement") or "") if live else ""
     plan, _ = plan_for(store, course, flavors=flavors, hosts=hosts)
     with store.lock(course.name, "create"):
         existing = store.find(course.name)
@@ -161,7 +166,7 @@ def create_course(store: StateStore, course: Course, *, progress: Progress | Non
         try:
             result = _create(store, course, plan, record, probe, verbosity,
                              {"flavors": str(flavors) if flavors else None, "hosts_wanted": hosts}, trust_variables,
-                             extra_hosts)
+                             extra_hosts, announcement)
         except HubfleetError as exc:
             store.update(course.name, status="failed", error=str(exc))
             record("failed", str(exc))
@@ -184,7 +189,7 @@ def extra_specs(plan: Plan, count: int) -> list[HostSpec]:
     return [worker] * max(0, count)
 
 
-def _create(store, course, plan, record, probe, verbosity, choices, trust_variables, extra_hosts=0):
+def _create(store, course, plan, record, probe, verbosity, choices, trust_variables, extra_hosts=0, announcement=""):
     workdir = store.instance_dir(course.name)
     provider = provider_for(store, course.name, course.provider, record)
     provider.domain = course.domain
@@ -216,7 +221,8 @@ def _create(store, course, plan, record, probe, verbosity, choices, trust_variab
                          addresses=load_site_wide(store.dir).addresses),
         **image_variables,
         **tls_variables,
-        **trust_variables})
+        **trust_variables,
+        "hub_announcement": announcement})
     run = ansible.run_playbook("site.yml", workdir=workdir, inventory=inventory, secrets=secrets,
                                progress=record, verbosity=verbosity)
     record("ok", f"configured: {run.changed} change(s)")
@@ -225,6 +231,7 @@ def _create(store, course, plan, record, probe, verbosity, choices, trust_variab
     ca = tls.ca_certificate(store.dir, course)
     kept = {k: v for k, v in store.get(course.name).outputs.items() if k in KEPT_OUTPUTS}
     kept["elastic"] = {**(kept.get("elastic") or {}), "extra": extra_hosts}
+    kept["announcement"] = announcement
     outputs = {**kept, "url": url, "admin_user": ADMIN_USER, "flavor": plan.flavor, **choices,
                "ca_certificate": str(ca) if ca else None,
                "configured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}

@@ -17,9 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hubfleet.descriptor import problems_from, read_yaml
 from hubfleet.errors import FieldProblem, InvalidInput
+from hubfleet.inputs import duration_problem
 
 SITE_ENV = "HUBFLEET_SITE_CONFIG"
-SITE_WIDE_KEYS = ("addresses", "docker", "ca_certificates", "archives")  # for every provider; the other fields are OpenStack's
+SITE_WIDE_KEYS = ("addresses", "docker", "ca_certificates", "archives", "term")  # for every provider; the other fields are OpenStack's
 SITE_FILE = "site.yaml"
 
 
@@ -124,6 +125,25 @@ class ArchivesSite(BaseModel):
         "file); run it from a timer.")
 
 
+class TermSite(BaseModel):
+    """When `hubfleet reconcile` acts on a course's dates, unless its descriptor's `dates` say otherwise."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    warm_before: str = Field("2d", description="How long before dates.start a course's hub is made and warmed.")
+    grace_after: str = Field("14d", description="How long after dates.end students may still log in and take "
+                             "their work, before the hub is archived and removed.")
+    notice_before: str = Field("7d", description="How long before dates.end the hub's banner starts telling "
+                               "students to download their work.")
+
+    @field_validator("warm_before", "grace_after", "notice_before", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        if problem := duration_problem(v):
+            raise ValueError(problem)
+        return v
+
+
 class SiteWide(BaseModel):
     """The settings of the site file that hold for every provider."""
 
@@ -132,6 +152,7 @@ class SiteWide(BaseModel):
     addresses: Addresses = Field(default_factory=Addresses, description="Ranges the hosts' engines and Swarms use.")
     docker: DockerSite = Field(default_factory=DockerSite, description="The Docker provider's hosts.")
     archives: ArchivesSite = Field(default_factory=ArchivesSite, description="How long archives are kept.")
+    term: TermSite = Field(default_factory=TermSite, description="When reconcile makes and removes courses.")
     ca_certificates: list[Path] = Field(
         default_factory=list, max_length=50,
         description="PEM files of authorities every host of every course trusts besides the public ones "

@@ -54,6 +54,7 @@ def cli(ctx: click.Context, state_dir: Path | None, database_url: str | None, ve
       hubfleet scale workshop --hosts 2          more hosts for a live course (Docker Swarm)
       hubfleet warm workshop --students 60       ready for a class arriving at once
       hubfleet autoscale --all --watch           grow full courses, shrink them back
+      hubfleet reconcile --courses DIR           make, keep and remove courses by their dates
       hubfleet destroy workshop                  archive the students' work, then remove all
       hubfleet archives list                     what was archived; `prune` after the keep time
 
@@ -68,8 +69,8 @@ def cli(ctx: click.Context, state_dir: Path | None, database_url: str | None, ve
     ctx.obj = Application(state_dir, verbose, database_url)
 
 
-VERBS = ("validate", "plan", "create", "scale", "warm", "autoscale", "destroy", "archives", "list_", "status", "credentials",
-         "lti_config", "images", "bake", "portal")
+VERBS = ("validate", "plan", "create", "scale", "warm", "autoscale", "reconcile", "destroy", "archives", "list_",
+         "status", "credentials", "lti_config", "images", "bake", "portal")
 
 
 def _register() -> None:

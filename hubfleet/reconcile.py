@@ -1,0 +1,199 @@
+"""Bring every course to what its dates say, at a moment (`hubfleet reconcile`, run by a timer).
+
+For each course hubfleet knows (the descriptors of a directory, and the courses in the state store),
+hubfleet/term.py says its phase at `now`; one decision follows:
+
+    waiting  nothing yet (a course made early is left alone)
+    live     made if missing, finished if a create stopped half-way, changes of its descriptor applied,
+             repaired (converged) when unhealthy, the end-of-term banner set when due
+    grace    as live, with the banner telling students to download their work
+    over     archived, the archive verified, then removed (a destroy that stopped goes on)
+
+Every decision is computed before anything is done (`--dry-run` prints them and stops); each action
+is logged in the course's events; a course that fails never stops the others; a course already as it
+should be is left alone, so a second run does nothing twice, and a run killed half-way is finished by
+the next (create and destroy both resume).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+from hubfleet.descriptor import Course, load_course, parse_recorded
+from hubfleet.errors import Busy, HubfleetError
+from hubfleet.lifecycle import course_status, create_course, destroy_course
+from hubfleet.site import TermSite, load_site_wide
+from hubfleet.state import Instance, StateStore
+from hubfleet.term import Phase, Term, moment, term_of
+
+Action = Literal["wait", "keep", "create", "finish", "apply", "banner", "repair", "destroy", "skip"]
+ACTING: frozenset[str] = frozenset({"create", "finish", "apply", "banner", "repair", "destroy"})
+MAX_DESCRIPTORS = 2_000  # a courses directory is a few hundred files; more is a wrong path
+UNFINISHED = ("planned", "provisioning", "configuring", "failed")
+
+
+@dataclass
+class Decision:
+    course: str
+    phase: Phase | None
+    action: Action
+    reason: str
+    source: str = ""
+    outcome: str = ""  # done, failed: ..., busy, or "" when not acted on (dry run, nothing to do)
+    term: dict = field(default_factory=dict)
+
+    @property
+    def acts(self) -> bool:
+        return self.action in ACTING
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome.startswith("failed")
+
+    def to_dict(self) -> dict:
+        return {"course": self.course, "phase": self.phase, "action": self.action, "reason": self.reason,
+                "source": self.source, "outcome": self.outcome, "term": self.term}
+
+
+@dataclass(frozen=True)
+class Known:
+    """A course as reconcile found it: the descriptor to hold it to, where that came from, its record."""
+
+    name: str
+    course: Course | None
+    source: str
+    instance: Instance | None
+    problem: str = ""  # a descriptor that could not be read: reported, never acted on
+
+
+def gather(store: StateStore, courses_dir: Path | None) -> list[Known]:
+    """The descriptors of `courses_dir` (the operator's newest word), then every course the store records."""
+    found: dict[str, Known] = {}
+    if courses_dir is not None:
+        paths = sorted(p for p in courses_dir.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        if len(paths) > MAX_DESCRIPTORS:
+            raise HubfleetError(f"{courses_dir} holds {len(paths)} descriptors (at most {MAX_DESCRIPTORS})",
+                                hint="give --courses the directory of the course descriptors only")
+        for path in paths:
+            try:
+                course = load_course(path, today=dt.date.min)  # the dates decide below, not today's date
+            except HubfleetError as exc:
+                found[f"\0{path}"] = Known(path.name, None, str(path), None, problem=str(exc))
+                continue
+            if course.name in found:
+                earlier = found[course.name].source
+                found[f"\0{path}"] = Known(course.name, None, str(path), None,
+                                           problem=f"{path} names course {course.name!r}, as {earlier} does — "
+                                                   "give each course one descriptor")
+                continue
+            found[course.name] = Known(course.name, course, str(path), store.find(course.name))
+    for instance in store.all():
+        if instance.name in found:
+            continue
+        try:
+            course = parse_recorded(instance.descriptor)
+        except HubfleetError as exc:
+            found[instance.name] = Known(instance.name, None, "state store", instance, problem=str(exc))
+            continue
+        found[instance.name] = Known(instance.name, course, "state store", instance)
+    return list(found.values())
+
+
+def decide(known: Known, term: Term, now: dt.datetime, *, healthy: Callable[[str], list[str]]) -> Decision:
+    """What this course needs at `now`; `healthy(name)` lists a live course's problems (asked only when needed)."""
+    phase = term.phase(now)
+    inst = known.instance
+    made = inst is not None and inst.status != "archived"
+
+    def decision(action: Action, reason: str) -> Decision:
+        return Decision(known.name, phase, action, reason, known.source, term=term.to_dict())
+
+    if phase == "waiting":
+        return decision("keep" if made else "wait", f"made early ({inst.status}); left as it is" if made
+                        else f"made from {moment(term.warm_at)}, {term.start_at.date()} being the first day")
+    if phase == "over":
+        if not made:
+            return decision("keep", "ended and removed" if inst else f"ended at {moment(term.remove_at)}; never made")
+        return decision("destroy", f"grace ended at {moment(term.remove_at)}: archive, verify, remove")
+    # live or grace
+    if inst is None:
+        return decision("create", f"due since {moment(term.warm_at)}")
+    if inst.status == "archived":
+        return decision("skip", f"destroyed before its end ({inst.updated_at:%Y-%m-%d}); not made again — a new "
+                                "session of the course takes a new name")
+    if inst.status == "destroying":
+        return decision("skip", "a destroy is under way: `hubfleet destroy` finishes it, reconcile does not undo it")
+    if inst.status in UNFINISHED:
+        return decision("finish", f"its last create stopped ({inst.status}): converge")
+    recorded = parse_recorded(inst.descriptor)
+    if known.course is not None and known.course.model_dump(mode="json") != recorded.model_dump(mode="json"):
+        return decision("apply", f"{known.source} differs from what the course runs: apply it (students keep "
+                                 "their work; `hubfleet plan --diff` shows what changes)")
+    banner = term.banner(now)
+    if banner != (inst.outputs.get("announcement") or ""):
+        return decision("banner", f"banner: {banner!r}" if banner else "banner removed")
+    problems = healthy(known.name)
+    if problems:
+        return decision("repair", "unhealthy: " + "; ".join(problems))
+    return decision("keep", "healthy" + (", students told to download their work" if banner else ""))
+
+
+def health_problems(store: StateStore, name: str) -> list[str]:
+    """What stops students from using the course now (hosts, nodes, hub API); [] when it works."""
+    report = course_status(store, name, probe=False)
+    problems = list(report.problems)
+    if report.health is None:
+        problems.append("the hub does not answer")
+    elif not report.health.ok:
+        problems += report.health.problems
+    return problems
+
+
+def reconcile(store: StateStore, now: dt.datetime, *, courses_dir: Path | None = None, dry_run: bool = False,
+              only: str | None = None, report: Callable[[Decision], None] = lambda d: None,
+              progress=None, verbosity: int = 0) -> list[Decision]:
+    """Decide for every course, then (unless `dry_run`) act course by course; one failing stops no other."""
+    site: TermSite = load_site_wide(store.dir).term
+    decisions = []
+    for known in gather(store, courses_dir):
+        if only and known.name != only:
+            continue
+        if known.course is None:
+            decision = Decision(known.name, None, "skip", known.problem, known.source, outcome="failed: not read")
+        else:
+            term = term_of(known.course, site)
+            try:
+                decision = decide(known, term, now, healthy=lambda name: health_problems(store, name))
+            except HubfleetError as exc:
+                decision = Decision(known.name, term.phase(now), "skip", f"could not be looked at: {exc}",
+                                    known.source, outcome="failed: " + exc.message, term=term.to_dict())
+            if decision.acts and not dry_run:
+                act(store, known, term, now, decision, progress=progress, verbosity=verbosity)
+        decisions.append(decision)
+        report(decision)
+    return decisions
+
+
+def act(store: StateStore, known: Known, term: Term, now: dt.datetime, decision: Decision, *, progress=None,
+        verbosity: int = 0) -> None:
+    """Carry one decision out and record its outcome; errors land in the decision, never escape."""
+    if store.find(known.name) is not None:
+        store.add_event(known.name, "reconcile", f"{decision.action}: {decision.reason}")
+    try:
+        if decision.action == "destroy":
+            destroy_course(store, known.name, archive=True, progress=progress, verbosity=verbosity)
+        else:
+            create_course(store, known.course, progress=progress, verbosity=verbosity,
+                          announcement=term.banner(now))
+        decision.outcome = "done"
+    except Busy as exc:
+        decision.outcome = f"busy: {exc.message}; the next run tries again"
+    except HubfleetError as exc:
+        decision.outcome = f"failed: {exc.message}"
+    except Exception as exc:  # noqa: BLE001 — one course's surprise must not stop the others
+        decision.outcome = f"failed: {type(exc).__name__}: {exc}"
+    if store.find(known.name) is not None:
+        store.add_event(known.name, "reconcile", f"{decision.action}: {decision.outcome}")
