@@ -13,6 +13,8 @@ from hubfleet.app import Application
 from hubfleet.cli.params import FilePath
 from hubfleet.errors import FieldProblem, HubfleetError, InvalidInput
 
+TERM_ROUND_SECONDS = 300  # how often the portal makes due courses and archives ended ones (hubfleet/term.py)
+
 
 def _config_path(app: Application, given: Path | None) -> Path | None:
     """--config, else portal.yaml in the state dir when it exists (defaults otherwise)."""
@@ -105,6 +107,10 @@ def command() -> None:
 def serve(app: Application, bind: str, port: int, public_url: str | None, config: Path | None) -> None:
     """Serve the portal until Ctrl-C. Put an HTTPS reverse proxy in front of it for real use.
 
+    Every 5 minutes it runs the term of its courses (docs/term.md): a course approved before its
+    warm time is created then, its teacher is mailed notice_before the end, and it is archived and
+    removed after its grace.
+
     \b
     Examples:
       hubfleet portal serve
@@ -140,6 +146,7 @@ def serve(app: Application, bind: str, port: int, public_url: str | None, config
         raise InvalidInput([FieldProblem("--bind", f"{bind!r} is not an address — e.g. 127.0.0.1")],
                            source="command line") from None
     app.success(f"portal at {settings.public_url} (listening on {bind}:{port}, pid {os.getpid()}); Ctrl-C stops it")
+    web.extensions["hubfleet_portal"].worker.every(TERM_ROUND_SECONDS)  # approved courses made when due, ended ones archived
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -28,7 +28,7 @@ from hubfleet.state import StateStore, write_private
 log = logging.getLogger("hubfleet.portal")
 
 STATE_LABELS = {
-    "requested": "waiting for an operator", "approved": "approved, starting", "provisioning": "being created",
+    "requested": "waiting for an operator", "approved": "approved, made before its start", "provisioning": "being created",
     "ready": "ready", "archiving": "being archived", "archived": "archived", "rejected": "rejected",
     "failed": "failed",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import smtplib
 import ssl
@@ -12,6 +13,7 @@ from email.utils import formatdate, make_msgid
 from hubfleet.authenticators import KINDS
 from hubfleet.portal.config import SmtpSettings
 from hubfleet.portal.models import CourseRequest, PortalStore
+from hubfleet.term import Term, moment
 
 log = logging.getLogger("hubfleet.portal")
 
@@ -73,10 +75,13 @@ class Notifier:
 
         return self._pool.submit(job)
 
-    def approved(self, request: CourseRequest, operator: str) -> Future:
-        return self._send(self._teacher(request), f"[hubfleet] {request.name} approved: the hub is being created",
+    def approved(self, request: CourseRequest, operator: str, *, made_at: dt.datetime | None = None) -> Future:
+        when = (f"hubfleet will create it on {moment(made_at)}, before the course's first day; you will get an "
+                "email when it is ready." if made_at else "hubfleet is creating it now; this takes a few minutes.")
+        subject = "the hub is scheduled" if made_at else "the hub is being created"
+        return self._send(self._teacher(request), f"[hubfleet] {request.name} approved: {subject}",
                           f"Hello,\n\nYour request for the course hub \"{request.title}\" ({request.name}) was "
-                          f"approved by {operator}. hubfleet is creating it now; this takes a few minutes.\n\n"
+                          f"approved by {operator}. {when}\n\n"
                           f"Follow the progress: {self.link(request)}\n")
 
     def rejected(self, request: CourseRequest, operator: str, reason: str) -> Future:
@@ -96,6 +101,15 @@ class Notifier:
                           f"Creating or removing the hub for \"{request.title}\" ({request.name}) failed.\n\n"
                           f"Step: {step or 'before the first step'}\nError: {error}\n\n"
                           f"The operators have been told; they can retry from {self.link(request)}\n")
+
+    def ending(self, request: CourseRequest, term: Term) -> Future:
+        """notice_before the end (hubfleet/term.py): the dates, what students see, what happens after."""
+        last_day = term.end_at.date() - dt.timedelta(days=1)
+        return self._send(self._teacher(request), f"[hubfleet] {request.name} ends on {last_day}",
+                          f"Hello,\n\nThe hub for \"{request.title}\" ({request.name}) ends with its last day, "
+                          f"{last_day}. Students can still log in and download their work until "
+                          f"{moment(term.remove_at)}; every page of the hub now tells them so. Then the hub is "
+                          f"archived and removed, and you can download the archive from {self.link(request)}\n")
 
     def archived(self, request: CourseRequest, with_archive: bool) -> Future:
         saved = ("The students' work is saved: sign in and download the archive from "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from pydantic import ValidationError
 
@@ -13,6 +15,7 @@ from hubfleet.portal.models import (
 )
 from hubfleet.portal.web import current_user, operator_only, portal, visible_request
 from hubfleet.portal.worker import last_event_id
+from hubfleet.term import moment
 
 bp = Blueprint("operator", __name__, url_prefix="/operator")
 
@@ -61,9 +64,14 @@ def approve(request_id: int):
         flash(f"Request #{row.id} is {row.state}, no longer waiting: nothing was changed.", "error")
         return redirect(url_for("portal.show_request", request_id=row.id))
     p.db.audit(user.login, "approve", request_id=row.id, detail=f"course {row.name}")
-    p.notifier.approved(updated, user.login)
-    p.worker.start_create(row.id)
-    flash(f"Approved: {row.name} is being created.")
+    term = p.worker.term(updated)
+    if term.phase(dt.datetime.now(dt.timezone.utc)) == "waiting":  # made warm_before its start, not now
+        p.notifier.approved(updated, user.login, made_at=term.warm_at)
+        flash(f"Approved: {row.name} will be created on {moment(term.warm_at)}, before its first day.")
+    else:
+        p.notifier.approved(updated, user.login)
+        p.worker.start_create(row.id)
+        flash(f"Approved: {row.name} is being created.")
     return redirect(url_for("portal.show_request", request_id=row.id))
 
 

@@ -1,12 +1,16 @@
 """Long steps off the request thread: approved requests become hubs, finished ones are archived.
 
 A thread pool owned by the app runs `create_course` / `destroy_course`; their progress lands in
-the state store's event log, which the request's page reads.
+the state store's event log, which the request's page reads. `due` is the term's side (hubfleet/
+term.py): an approved course is made once its warm time has come, its teacher is told of the end,
+and it is archived after its grace; `hubfleet portal serve` calls it every few minutes.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -17,10 +21,13 @@ from hubfleet.portal.mail import Notifier
 from hubfleet.portal.models import (
     APPROVED, ARCHIVED, ARCHIVING, FAILED, PROVISIONING, READY, CourseRequest, PortalStore,
 )
+from hubfleet.site import load_site_wide
 from hubfleet.state import StateStore
+from hubfleet.term import Term, term_of
 
 log = logging.getLogger("hubfleet.portal")
 
+NOTICE = "term-notice"  # the audit entry that says the teacher was told of the end (told once)
 CreateFn = Callable[..., Any]  # create_course(store, course, progress=...)
 DestroyFn = Callable[..., Any]  # destroy_course(store, name, archive=...)
 
@@ -50,6 +57,7 @@ class Worker:
         self.store, self.portal, self.notifier = store, portal, notifier
         self.create, self.destroy = create, destroy
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="portal-worker")
+        self._stop = threading.Event()
 
     def start_create(self, request_id: int) -> Future:
         return self._pool.submit(self._guard, self._create, request_id)
@@ -111,12 +119,66 @@ class Worker:
         self.notifier.archived(request, path is not None)
 
     def recover(self) -> None:
-        """After a restart: approved work starts again; work cut off mid-way is failed, to be retried."""
+        """After a restart: work cut off mid-way is failed, to be retried; approved work that is due starts."""
         for request in self.portal.requests(states=(PROVISIONING, ARCHIVING)):
             self.portal.update_request(request.id, state=FAILED, failed_step=None,
                                        error="interrupted: the portal stopped while this ran — retry it")
-        for request in self.portal.requests(states=(APPROVED,)):
-            self.start_create(request.id)
+        self.due()
+
+    def term(self, request: CourseRequest) -> Term:
+        course = parse_recorded(request.descriptor, source=f"request {request.id}")
+        return term_of(course, load_site_wide(self.store.dir).term)
+
+    def due(self, now: dt.datetime | None = None) -> list[str]:
+        """The term's work at `now`: approved courses whose warm time came are made; a ready course's
+        teacher is told notice_before its end (once), and it is archived and removed after its grace.
+        Returns what was started or sent, one line each, for the log."""
+        now = now or dt.datetime.now(dt.timezone.utc)
+        done = []
+        for request in self.portal.requests(states=(APPROVED, READY)):
+            try:
+                term = self.term(request)
+            except HubfleetError as exc:
+                log.error("request %s (%s): its descriptor cannot be read: %s", request.id, request.name, exc)
+                continue
+            phase = term.phase(now)
+            if request.state == APPROVED and phase in ("live", "grace"):
+                self.start_create(request.id)
+                done.append(f"{request.name}: create (due since {term.warm_at:%Y-%m-%d %H:%M} UTC)")
+            elif request.state == APPROVED and phase == "over":
+                self.portal.update_request(request.id, expect=(APPROVED,), state=ARCHIVED,
+                                           error="the course ended before it was made")
+                done.append(f"{request.name}: ended before it was made")
+            elif request.state == READY and phase == "over":
+                if self.portal.update_request(request.id, expect=(READY,), state=ARCHIVING) is not None:
+                    self.portal.audit("hubfleet", "destroy", request_id=request.id,
+                                      detail=f"course {request.name} with archive: its grace ended")
+                    self.start_destroy(request.id, archive=True)
+                    done.append(f"{request.name}: archive and remove (grace ended)")
+            elif request.state == READY and now >= term.notice_at and not self.told(request):
+                self.portal.audit("hubfleet", NOTICE, request_id=request.id, detail=f"course {request.name}")
+                self.notifier.ending(request, term)
+                done.append(f"{request.name}: teacher told of the end")
+        for line in done:
+            log.info("term: %s", line)
+        return done
+
+    def told(self, request: CourseRequest) -> bool:
+        return any(entry.action == NOTICE for entry in self.portal.audit_log(request_id=request.id))
+
+    def every(self, seconds: float) -> threading.Thread:
+        """Run `due` every `seconds`, in a thread of its own, until shutdown."""
+        def loop() -> None:
+            while not self._stop.wait(seconds):
+                try:
+                    self.due()
+                except Exception:  # the next round tries again; the log says why this one failed
+                    log.exception("the term's round failed")
+
+        thread = threading.Thread(target=loop, name="portal-term", daemon=True)
+        thread.start()
+        return thread
 
     def shutdown(self, wait: bool = True) -> None:
+        self._stop.set()
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
