@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -8,8 +9,9 @@ from rich.table import Table
 from hubfleet import tls
 from hubfleet.app import Application
 from hubfleet.cli.params import FilePath
-from hubfleet.descriptor import format_bytes, load_course
-from hubfleet.errors import HubfleetError
+from hubfleet.changes import compare
+from hubfleet.descriptor import Course, format_bytes, load_course, parse_recorded
+from hubfleet.errors import HubfleetError, NotFound
 from hubfleet.lifecycle import plan_for, provider_for
 from hubfleet.sizing import Plan
 
@@ -19,9 +21,12 @@ from hubfleet.sizing import Plan
 @click.option("--flavors", type=FilePath(dir_okay=False, exists=True, path_type=Path),
               help="A flavor catalogue YAML to plan against instead of the packaged one.")
 @click.option("--hosts", type=click.IntRange(1, 64), help="Force this many hosts (e.g. to plan a Swarm).")
-@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON on stdout.")
+@click.option("--diff", is_flag=True, help="Compare with the live course of the same name: what `hubfleet create` "
+              "would change, and whom it affects.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan (or with --diff, the changes) as JSON on stdout.")
 @click.pass_obj
-def command(app: Application, descriptor: Path, flavors: Path | None, hosts: int | None, as_json: bool) -> None:
+def command(app: Application, descriptor: Path, flavors: Path | None, hosts: int | None, diff: bool,
+            as_json: bool) -> None:
     """Size a course: hosts and flavors, per-user limits, spawn limit, disk, cost per day.
 
     \b
@@ -29,6 +34,13 @@ def command(app: Application, descriptor: Path, flavors: Path | None, hosts: int
       hubfleet plan examples/mooc-queues.yaml
       hubfleet plan examples/workshop.yaml --json
       hubfleet plan course.yaml --flavors site-flavors.yaml --hosts 2
+      hubfleet plan course.yaml --diff
+      hubfleet plan course.yaml --diff --json
+
+    With --diff, the descriptor is compared with the one the live course of its name was last created
+    from: each changed field with what happens and to whom (a new image at each student's next server
+    start, more hosts, a new login), then the plan's hosts, flavor, servers at once and cost. Secrets
+    show as "(changed)", never their value. Nothing is touched: apply with `hubfleet create`.
 
     Memory = concurrent users x memory per user + 0.5 GiB for hub and proxy, plus 30% headroom;
     CPU = concurrent x CPU per user x 1.2 + 0.25; disk = students x disk per user + 10 GiB a host.
@@ -38,6 +50,9 @@ def command(app: Application, descriptor: Path, flavors: Path | None, hosts: int
     provider's ACME server: the embedded one on docker, Let's Encrypt on openstack).
     """
     course = load_course(descriptor)
+    if diff:
+        show_changes(app, course, descriptor, flavors, hosts, as_json)
+        return
     plan, notes = plan_for(app.store, course, flavors=flavors, hosts=hosts, strict=False)
     preflight: list[str] | None = None
     if not notes:  # the backend answered: ask it whether it can provision this plan
@@ -63,6 +78,39 @@ def command(app: Application, descriptor: Path, flavors: Path | None, hosts: int
                 app.out.print("pre-flight: ready", markup=False)
     if preflight:
         raise SystemExit(5)
+
+
+def show_changes(app: Application, course: Course, descriptor: Path, flavors: Path | None, hosts: int | None,
+                 as_json: bool) -> None:
+    """What `hubfleet create DESCRIPTOR` would change on the live course of the same name."""
+    instance = app.store.find(course.name)
+    if instance is None or instance.status == "archived":
+        raise NotFound(f"there is no live course named {course.name!r} to compare with",
+                       hint=f"`hubfleet plan {shlex.quote(str(descriptor))}` without --diff sizes a new one")
+    recorded = parse_recorded(instance.descriptor)
+    # As a re-run of create does: the flavors and host count the course was given are kept unless overridden.
+    kept_flavors = Path(instance.outputs["flavors"]) if instance.outputs.get("flavors") else None
+    kept_hosts = instance.outputs.get("hosts_wanted")
+    old_plan, old_notes = plan_for(app.store, recorded, flavors=kept_flavors, hosts=kept_hosts, strict=False)
+    new_plan, new_notes = plan_for(app.store, course, flavors=flavors or kept_flavors, hosts=hosts or kept_hosts,
+                                   strict=False)
+    changes = compare(recorded, course, old_plan, new_plan)
+    notes = list(dict.fromkeys(old_notes + new_notes))
+    apply = f"hubfleet create {shlex.quote(str(descriptor))}"
+    if as_json:
+        app.print_json({"course": course.name, "changes": [c.to_dict() for c in changes],
+                        "plan": {"old": old_plan.to_dict(), "new": new_plan.to_dict()}, "plan_notes": notes})
+        return
+    for note in notes:
+        app.warn(note)
+    if not changes:
+        app.out.print(f"{course.name} ({instance.status}): nothing would change", markup=False)
+    else:
+        app.out.print(f"{course.name} ({instance.status}): {len(changes)} change(s)", markup=False)
+        for change in changes:
+            app.out.print(f"  {change.path}: {change.shown}", markup=False)
+            app.out.print(f"      {change.effect}", markup=False)
+    app.out.print(f"apply with: {apply}", markup=False)
 
 
 def render_plan(app: Application, plan: Plan) -> None:
