@@ -40,15 +40,15 @@ class Term:
         return "over"
 
     def banner(self, now: dt.datetime) -> str:
-        """The hub's announcement at `now` (plain text; the hub escapes it and links the export page), or ""."""
+        """The hub's announcement at `now` (plain text; the hub escapes it and links the export page), or "".
+
+        One text from notice_at to remove_at, true before and after the end: the end of the term changes
+        no setting, so it restarts no hub.
+        """
         if now < self.notice_at or now >= self.remove_at:
             return ""
-        removed = moment(self.remove_at)
-        if now < self.end_at:
-            return (f"This course ends on {self.end_at.date() - dt.timedelta(days=1)}. Download your work before "
-                    f"{removed}: the hub and your files are removed then.")
-        return (f"This course has ended. Download your work before {removed}: the hub and your files are "
-                "removed then.")
+        return (f"This course's last day is {self.end_at.date() - dt.timedelta(days=1)}. Download your work before "
+                f"{moment(self.remove_at)}: the hub and your files are removed then.")
 
     def to_dict(self) -> dict:
         return {k: moment(getattr(self, k)) for k in ("warm_at", "start_at", "notice_at", "end_at", "remove_at")}

@@ -2,8 +2,10 @@
 
 One course for the whole module (CI time is precious); the tests run in file order and the
 last ones destroy it: killed with SIGKILL at each of its steps and run again until it is done,
-then every awkward entry a student made is checked in the archive. Everything talks to 127.0.0.1
-or to containers this run created.
+then every awkward entry a student made is checked in the archive. A second course lives a term
+beside it, driven by `hubfleet reconcile --now`: made before its start (the run killed half-way and
+finished by the next), changed live (a new image, more students) with the end-of-term banner, kept
+through its grace. Everything talks to 127.0.0.1 or to containers this run created.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ import yaml
 from hubfleet import tls
 from hubfleet.providers.docker import acme_local
 from hubfleet.jupyter import cookie_for, execute, login_with_password, start_own_server, stop_own_server
+from hubfleet.descriptor import load_course
+from hubfleet.site import TermSite
 from hubfleet.state import StateStore
+from hubfleet.term import moment, term_of
 from hubfleet.usernames import PROBE_USER, typed_username
 from tests.conftest import EXAMPLES, future
 from tests.integration.cli_helpers import HUBFLEET, hubfleet, labelled
@@ -186,31 +191,106 @@ def test_destroy_refused_while_another_command_holds_the_course(env, course):
     assert labelled(COURSE), "nothing may be removed"
 
 
-def test_second_course_side_by_side_and_interrupted_create_finishes(env, course, tmp_path_factory):
-    path = descriptor(tmp_path_factory, SECOND)
-    store = StateStore(Path(env["HUBFLEET_STATE_DIR"]))
-    proc = subprocess.Popen([*HUBFLEET, "create", str(path), "--no-probe"], env=env,
+@pytest.fixture(scope="module")
+def term(tmp_path_factory):
+    """The second course's term, as an operator keeps it: its descriptor in a courses directory that
+    `hubfleet reconcile` holds the fleet to, and the moments its dates give (the site's defaults)."""
+    directory = tmp_path_factory.mktemp("courses")
+    data = yaml.safe_load((EXAMPLES / "workshop.yaml").read_text())
+    data.update(name=SECOND, domain=f"{SECOND}.hub.localhost", dates={"start": future(30), "end": future(40)})
+    path = directory / f"{SECOND}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return {"dir": directory, "path": path, "data": data, "term": term_of(load_course(path), TermSite())}
+
+
+def reconcile(env, term, when: dt.datetime, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return hubfleet(env, "reconcile", "--courses", str(term["dir"]), "--course", SECOND, "--now", when.isoformat(),
+                    *args, check=check)
+
+
+def test_reconcile_makes_the_second_course_warm_before_its_start_even_killed_half_way(env, course, term):
+    """Side by side with the workshop: nothing before its time; made from warm_before, finished by the next run."""
+    moments, store, hour = term["term"], StateStore(Path(env["HUBFLEET_STATE_DIR"])), dt.timedelta(hours=1)
+    early = reconcile(env, term, moments.warm_at - hour)
+    assert f"{SECOND} [waiting] wait: made from {moment(moments.warm_at)}" in early.stdout
+    assert store.find(SECOND) is None and labelled(SECOND) == []
+    assert f"would create: due since {moment(moments.warm_at)}" in reconcile(env, term, moments.warm_at + hour,
+                                                                             "--dry-run").stdout
+    assert store.find(SECOND) is None
+
+    proc = subprocess.Popen([*HUBFLEET, "reconcile", "--courses", str(term["dir"]), "--course", SECOND,
+                             "--now", (moments.warm_at + hour).isoformat()], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:  # interrupt once Ansible is configuring the host
+    while time.monotonic() < deadline:  # killed, ansible and all, once Ansible is configuring the host
         found = store.find(SECOND)
         if found and found.status == "configuring":
             break
         if proc.poll() is not None:
-            pytest.fail("create finished before it could be interrupted:\n" + proc.stdout.read())
+            pytest.fail("reconcile finished before it could be killed:\n" + proc.stdout.read())
         time.sleep(0.2)
     time.sleep(3)
-    proc.send_signal(signal.SIGINT)
+    for pid in [proc.pid, *descendants(proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait(60)
-    assert store.get(SECOND).status in ("failed", "configuring")
+    assert store.get(SECOND).status == "configuring"
 
-    hubfleet(env, "create", str(path), "--no-probe")
+    finished = reconcile(env, term, moments.warm_at + 2 * hour)
+    assert f"{SECOND} [live] finish: done" in finished.stdout, finished.stdout
     second = store.get(SECOND)
     assert second.status == "ready" and second.outputs["url"] != course["url"]
+    assert "[live] keep: healthy" in reconcile(env, term, moments.start_at).stdout, "twice does nothing twice"
     assert json.loads(hubfleet(env, "status", COURSE, "--json", "--no-probe").stdout)["healthy"]
+    events = [message for _, _, kind, message in store.events(SECOND) if kind == "reconcile"]
+    assert events[-1] == "finish: done" and "create: done" not in events
 
 
-def test_host_that_disappeared_is_reported_and_blocks_the_archive(env):
+def test_a_new_image_and_more_students_go_live_with_the_banner_and_her_work_is_kept(env, course, term):
+    moments, store = term["term"], StateStore(Path(env["HUBFLEET_STATE_DIR"]))
+    url = store.get(SECOND).outputs["url"]
+    password = json.loads(hubfleet(env, "credentials", SECOND, "--json").stdout)["shared-password"]
+    bob = login_with_password(url, "bob", password)
+    start_own_server(bob, url, "bob")
+    server = f"{url}/user/bob"
+    wrote = execute(server, "open('/home/jovyan/essay.md', 'w').write('# bob, week 1\\n'); print('ok')", session=bob)
+    assert wrote.output.strip() == "ok", wrote.error
+
+    # The next image: the course's own with one mark, built here (seconds: no RUN step).
+    image = f"hubfleet/notebook:{SECOND}"
+    subprocess.run(["docker", "build", "-q", "-t", image, "-"], check=True, capture_output=True, text=True,
+                   input=f"FROM {term['data']['image']}\nENV HUBFLEET_TERM_IMAGE=next\n")
+    try:
+        changed = {**term["data"], "image": image, "load": {**term["data"]["load"], "students": 40}}
+        term["path"].write_text(yaml.safe_dump(changed))
+        applied = reconcile(env, term, moments.notice_at + dt.timedelta(hours=1))
+        assert f"{SECOND} [live] apply: done" in applied.stdout, applied.stdout
+        recorded = store.get(SECOND)
+        assert recorded.descriptor["image"] == image and recorded.descriptor["load"]["students"] == 40
+        assert "last day is" in recorded.outputs["announcement"]
+
+        # Her running server keeps the image it started with; the hub's pages carry the banner.
+        mark = "import os; print(os.environ.get('HUBFLEET_TERM_IMAGE'))"
+        assert execute(server, mark, session=bob).output.strip() == "None"
+        home = bob.get(f"{url}/hub/home", timeout=30)
+        assert 'id="hubfleet-banner"' in home.text and "Download your work before" in home.text
+        assert "/services/export/" in home.text
+        # Her next start runs the new image, with her work.
+        stop_own_server(bob, url, "bob")
+        start_own_server(bob, url, "bob")
+        assert execute(server, mark, session=bob).output.strip() == "next"
+        assert execute(server, "print(open('/home/jovyan/essay.md').read())", session=bob).output == "# bob, week 1\n\n"
+        stop_own_server(bob, url, "bob")
+
+        grace = reconcile(env, term, moments.end_at + dt.timedelta(hours=1))
+        assert f"{SECOND} [grace] keep: healthy, students told to download their work" in grace.stdout, grace.stdout
+    finally:
+        subprocess.run(["docker", "image", "rm", image], capture_output=True)
+
+
+def test_host_that_disappeared_is_reported_and_blocks_the_archive(env, term):
     store = StateStore(Path(env["HUBFLEET_STATE_DIR"]))
     host = store.get(SECOND).hosts[0]["name"]
     subprocess.run(["docker", "rm", "-f", host], check=True, capture_output=True)
@@ -218,6 +298,9 @@ def test_host_that_disappeared_is_reported_and_blocks_the_archive(env):
     assert status.returncode == 7 and f"host {host} has disappeared" in status.stderr
     refused = hubfleet(env, "destroy", SECOND, "--yes", check=False)
     assert refused.returncode == 6 and "nothing was removed" in refused.stderr
+    # After its grace, reconcile's destroy is refused the same way, and says so.
+    over = reconcile(env, term, term["term"].remove_at + dt.timedelta(hours=1), check=False)
+    assert over.returncode == 1 and f"{SECOND} [over] destroy: failed" in over.stdout, over.stdout
     assert store.get(SECOND).status != "archived"
     hubfleet(env, "destroy", SECOND, "--yes", "--no-archive")
     assert labelled(SECOND) == []
@@ -285,7 +368,10 @@ def test_destroy_killed_at_each_step_finishes_with_the_archive_recorded(env, cou
     recorded = store.get(COURSE).outputs["archive"]
     assert destroy_killed_when(env, store, lambda i, new: "removing hosts, volumes and networks" in new,
                                "while removing the hosts")
-    assert not destroy_killed_when(env, store, lambda i, new: False, "never"), "the last run finishes"
+    # The last run is the term's: long after the course's end, reconcile finishes the destroy.
+    after = (dt.date.today() + dt.timedelta(days=60)).isoformat()
+    finished = hubfleet(env, "reconcile", "--course", COURSE, "--now", after)
+    assert f"{COURSE} [over] destroy: done" in finished.stdout, finished.stdout
     instance = store.get(COURSE)
     assert instance.status == "archived" and instance.outputs["archive"] == recorded
     print(f"destroy, killed three times, done in {time.monotonic() - started:.0f} s")

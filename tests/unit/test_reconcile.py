@@ -62,15 +62,13 @@ def test_the_descriptor_overrides_the_site_and_the_site_file_sets_its_own():
     assert term.warm_at == at("2027-01-03") and term.remove_at == at("2027-03-03") and term.notice_at == at("2027-01-30")
 
 
-def test_the_banner_tells_students_before_and_after_the_end_and_not_otherwise():
+def test_the_banner_tells_students_from_the_notice_to_the_removal_in_one_text():
     term = term_of(course(), TermSite())
     assert term.banner(at("2027-01-24T23:00")) == ""
     before = term.banner(at("2027-01-25"))
-    assert "ends on 2027-01-31" in before and "before 2027-02-15 00:00 UTC" in before
-    after = term.banner(at("2027-02-03"))
-    assert "has ended" in after and "2027-02-15 00:00 UTC" in after
+    assert "last day is 2027-01-31" in before and "before 2027-02-15 00:00 UTC" in before
+    assert term.banner(at("2027-02-03")) == before  # the end itself restarts no hub
     assert term.banner(at("2027-02-15")) == ""
-    assert term.banner(at("2027-02-03T10:00")) == after  # stable through the phase: no re-run each round
 
 
 @pytest.mark.parametrize("value, fix", [
@@ -172,10 +170,9 @@ def test_a_whole_term_acts_once_per_change_and_twice_does_nothing_twice(fleet, t
     assert store.get("stats").descriptor["image"] == "hubfleet/notebook:next"
     assert run("2027-01-15T01:00")["stats"].action == "keep"
     notice = run("2027-01-25")["stats"]
-    assert notice.action == "banner" and "ends on 2027-01-31" in store.get("stats").outputs["announcement"]
+    assert notice.action == "banner" and "last day is 2027-01-31" in store.get("stats").outputs["announcement"]
     assert run("2027-01-26")["stats"].action == "keep"
-    assert run("2027-02-01")["stats"].action == "banner"  # "has ended"
-    assert "has ended" in store.get("stats").outputs["announcement"]
+    assert run("2027-02-01")["stats"].phase == "grace" and fleet.calls == []
     assert run("2027-02-15")["stats"].action == "destroy" and store.get("stats").status == "archived"
     assert run("2027-02-16")["stats"].action == "keep" and fleet.calls == []
     events = [message for _, _, kind, message in store.events("stats") if kind == "reconcile"]
