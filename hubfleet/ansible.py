@@ -123,6 +123,18 @@ def _task_failure(event: dict) -> str:
     return f"task '{data.get('task', '?')}' failed on {data.get('host', '?')}: {str(detail).strip()[:600]}"
 
 
+ROLE_START = "Validating arguments against arg spec "  # Ansible's first task of a role with argument_specs
+
+
+def task_progress(task: str) -> tuple[str, str]:
+    """A task's start as progress: ("step", what the role does) when a role begins (Ansible checks its
+    arguments first, naming the role by its argument_specs' short description), else ("task", name):
+    steps are what an operator or a teacher follows, tasks the detail (skipped ones included)."""
+    if task.startswith(ROLE_START):
+        return "step", task.split(" - ", 1)[1] if " - " in task else task
+    return "task", task
+
+
 def run_playbook(playbook: str, *, workdir: Path, inventory: Path, secrets: dict | None = None,
                  variables: dict | None = None, progress: Progress | None = None, limit: str | None = None,
                  verbosity: int = 0, tags: str | None = None, tolerate_failures: bool = False) -> RunResult:
@@ -143,7 +155,7 @@ def run_playbook(playbook: str, *, workdir: Path, inventory: Path, secrets: dict
         kind = event.get("event")
         data = event.get("event_data", {})
         if kind == "playbook_on_task_start" and not data.get("is_conditional"):
-            progress("step", data.get("task", ""))
+            progress(*task_progress(data.get("task", "")))
         elif kind == "runner_on_ok":
             res = data.get("res", {}) or {}
             if res.get("changed"):

@@ -28,7 +28,7 @@ def bake_image(provider_name: str, state_dir: Path, progress: Progress, verbosit
         inventory = ansible.write_inventory(workdir, [host], provider.inventory_vars(), key)
 
         def report(kind: str, message: str) -> None:
-            if kind in ("step", "failed"):
+            if kind in ("step", "task", "failed"):
                 progress(f"bake: {message}")
 
         ansible.run_playbook("bake.yml", workdir=workdir, inventory=inventory, progress=report, verbosity=verbosity)

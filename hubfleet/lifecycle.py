@@ -47,7 +47,7 @@ class CreateResult:
 
 def _recorder(store: StateStore, name: str, progress: Progress | None) -> Progress:
     def record(kind: str, message: str) -> None:
-        if kind in ("step", "failed", "info", "ok"):
+        if kind in ("step", "task", "failed", "info", "ok"):
             store.add_event(name, kind, message)
         if progress:
             progress(kind, message)

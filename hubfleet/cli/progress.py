@@ -1,4 +1,4 @@
-"""Progress of long steps on stderr: one line per Ansible task, changes and failures marked."""
+"""Progress of long steps on stderr: each step (a role begins), each Ansible task under it, changes and failures marked."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ def printer(app: Application):
     def show(kind: str, message: str) -> None:
         if kind == "step":
             app.step(message)
+        elif kind == "task":
+            app.info(f"  {message}")
         elif kind == "changed":
             app.debug(f"  changed: {message}")
         elif kind == "ok":

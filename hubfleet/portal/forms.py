@@ -37,19 +37,51 @@ MAX_FIELD = 4000  # longer than any honest value; keeps the database and pages s
 MAX_NOTES = 2000
 
 
+# Each field's label, as the form shows it: the error summary names fields by them, and a message of
+# the descriptor's model that names another field (`dates.start`) names it by its label instead.
+FIELD_LABELS = {
+    "name": "Short name", "title": "Title students see", "domain": "Own domain (optional)",
+    "students": "Expected students", "at_once": "Working at the same time", "start": "First day",
+    "end": "Last day", "image": "Notebook image", "auth_kind": "How students log in",
+    "lti11_consumer_key": "Consumer key (optional)", "lti11_username_key": "Username from",
+    "lti11_lms_origin": "LMS address (optional)", "lti13_issuer": "Platform issuer", "lti13_client_id": "Client id",
+    "lti13_deployment_ids": "Deployment ids (optional)", "lti13_authorize_url": "Authentication request URL",
+    "lti13_jwks_url": "Public keyset URL", "lti13_username_key": "Username from",
+    "lti13_lms_origin": "LMS address (optional)", "ldap_server_uri": "Server",
+    "ldap_bind_dn_template": "Bind DN templates", "ldap_allowed_groups": "Allowed groups (optional)",
+    "admin_users": "Hub admins (optional)", "notes": "Notes for the operators",
+}
+PATH_WORDS = {"dates.start": "the first day", "dates.end": "the last day", "load.students": "the expected students",
+              "load.concurrent": "the students working at the same time"}
+
+
+def in_labels(message: str) -> str:
+    """A model's message with the descriptor paths it names put in the form's words."""
+    for path, words in PATH_WORDS.items():
+        message = message.replace(path, words)
+    return message
+
+
 @dataclass
 class FormResult:
     values: dict[str, str]
     errors: dict[str, list[str]] = field(default_factory=dict)
     course: Course | None = None
     plan: Plan | None = None
+    # Messages only standing in for a better one (a length past any field's bound): the field's own
+    # check replaces them, so one problem never gets two messages.
+    stand_ins: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def ok(self) -> bool:
         return not self.errors and self.course is not None
 
-    def add(self, name: str, message: str) -> None:
+    def add(self, name: str, message: str, *, stand_in: bool = False) -> None:
         messages = self.errors.setdefault(name, [])
+        for old in [m for m in messages if (name, m) in self.stand_ins]:
+            messages.remove(old)
+        if stand_in:
+            self.stand_ins.add((name, message))
         if message not in messages:  # the form's own check and the model may say the same thing
             messages.append(message)
 
@@ -164,7 +196,7 @@ def validate_request(form: Mapping[str, str], config: PortalConfig, images: list
     result = FormResult(values=values)
     for key, value in values.items():
         if len(value) > MAX_FIELD:
-            result.add(key, f"is {len(value)} characters long — keep it under {MAX_FIELD}")
+            result.add(key, f"is {len(value)} characters long — keep it under {MAX_FIELD}", stand_in=True)
         # Text areas keep their lines; nothing keeps a NUL, an escape or a line separator (no database
         # stores a NUL, no config file survives the others).
         problem = text_problem(value.replace("\r\n", "\n").replace("\n", " ").replace("\t", " ")
@@ -186,7 +218,7 @@ def validate_request(form: Mapping[str, str], config: PortalConfig, images: list
             where = form_field(problem.path, values, config)
             if problem.path == "domain" and where == "name" and "name" in result.errors:
                 continue  # the derived domain is wrong only because the name is
-            result.add(where, problem.message if where else str(problem))
+            result.add(where, in_labels(problem.message) if where else in_labels(str(problem)))
         return result
     if result.errors:
         return result

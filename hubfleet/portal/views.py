@@ -10,7 +10,7 @@ from flask import Blueprint, abort, flash, jsonify, redirect, render_template, r
 from hubfleet.inputs import text_problem, whole_number
 from hubfleet.portal import sessions
 from hubfleet.portal.csrf import rotate_csrf_token
-from hubfleet.portal.forms import AUTH_CHOICES, LTI11_USERNAME_KEYS, LTI13_USERNAME_KEYS, read_form, validate_request
+from hubfleet.portal.forms import AUTH_CHOICES, FIELD_LABELS, LTI11_USERNAME_KEYS, LTI13_USERNAME_KEYS, read_form, validate_request
 from hubfleet.portal.lms import login_details
 from hubfleet.portal.models import (
     APPROVED, ARCHIVED, ARCHIVING, BUSY_STATES, FAILED, PROVISIONING, READY, REQUESTED, CourseRequest,
@@ -91,7 +91,7 @@ def _form_context(values: dict, errors: dict) -> dict:
               for i in p.db.images()]
     return {"values": values, "errors": errors, "image_options": images, "auth_choices": AUTH_CHOICES,
             "lti11_keys": [(k, k) for k in LTI11_USERNAME_KEYS], "lti13_keys": [(k, k) for k in LTI13_USERNAME_KEYS],
-            "config": p.config}
+            "config": p.config, "labels": FIELD_LABELS}
 
 
 def name_problem(name: str) -> str | None:
@@ -125,13 +125,18 @@ def new_request():
     return redirect(url_for("portal.show_request", request_id=row.id))
 
 
+SHOWN_EVENTS = ("step", "ok", "failed", "info")
+
+
 def _events(row: CourseRequest) -> list[dict]:
     p = portal()
     if row.state not in SHOWS_EVENTS or p.store.find(row.name) is None:
         return []
+    # The steps that matter to a teacher: each Ansible task (skipped ones included) stays in the
+    # course's events for `hubfleet status` and the operator's logs, not on the request's page.
     return [{"id": i, "at": at.strftime("%H:%M:%S"), "kind": kind, "message": message}
             for i, at, kind, message in p.store.events(row.name, row.events_after)
-            if row.events_until is None or i <= row.events_until]
+            if kind in SHOWN_EVENTS and (row.events_until is None or i <= row.events_until)]
 
 
 @bp.get("/requests/<id:request_id>")

@@ -123,6 +123,9 @@ def request_with_a_mistake_then_fixed(page, base: str, name: str, prefix: str) -
     expect(page.locator("#f-at_once")).to_have_attribute("aria-invalid", "true")
     expect(page.locator(".field:has(#f-students) .field-error")).to_have_count(0)
     expect(page.locator("#f-title")).to_have_value("Python workshop <for everyone>")  # kept, not re-typed
+    # The summary comes first and takes the focus (a screen reader reads it), each line names the field's label.
+    expect(page.locator("#error-summary")).to_be_focused()
+    expect(page.locator("#error-summary a[href='#f-at_once']")).to_have_text("Working at the same time")
     shot(page, f"{prefix}2-form-error")
     page.fill("#f-at_once", "5")
     page.click("button:has-text('Send the request')")

@@ -31,3 +31,22 @@ def test_a_failed_run_is_a_provision_error(monkeypatch, tmp_path):
     runner_ending(monkeypatch, "failed", 2)
     with pytest.raises(ProvisionError, match="site.yml: ansible-runner ended failed"):
         ansible.run_playbook("site.yml", workdir=tmp_path, inventory=tmp_path / "inventory.yml")
+
+
+def test_a_role_beginning_is_a_step_and_its_tasks_are_detail(monkeypatch, tmp_path):
+    """The events ansible-runner hands over, in the order a run sends them: each role's argument check
+    becomes a step named by the role's description; every other task start is a task."""
+    starts = ["Validating arguments against arg spec 'main' - JupyterHub for one course, students in Docker containers",
+              "Install the institution's certificate", "Write jupyterhub_config.py"]
+
+    def run(**kwargs):
+        for task in starts:
+            kwargs["event_handler"]({"event": "playbook_on_task_start", "event_data": {"task": task}})
+        return SimpleNamespace(status="successful", rc=0)
+
+    monkeypatch.setitem(sys.modules, "ansible_runner", SimpleNamespace(run=run))
+    seen: list[tuple[str, str]] = []
+    ansible.run_playbook("site.yml", workdir=tmp_path, inventory=tmp_path / "inventory.yml",
+                         progress=lambda kind, message: seen.append((kind, message)))
+    assert seen == [("step", "JupyterHub for one course, students in Docker containers"),
+                    ("task", "Install the institution's certificate"), ("task", "Write jupyterhub_config.py")]

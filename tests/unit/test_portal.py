@@ -63,6 +63,7 @@ class FakeHub:
         store.ensure_secret(course.name, "shared-password", nbytes=12)
         store.add_event(course.name, "step", f"hosts: 1 x d.small on {course.provider}")
         store.add_event(course.name, "info", "<b>host</b> started")  # events are text, never HTML
+        store.add_event(course.name, "task", "Install the institution's certificate")  # Ansible's detail: not shown
         if not self.gate.wait(timeout=30):
             raise TimeoutError("the test never opened the gate")
         store.add_event(course.name, "step", "configure the hub")
@@ -435,6 +436,7 @@ def test_approval_starts_the_worker_with_injected_fake_create_and_the_page_strea
     assert "hosts: 1 x d.small on docker" in page and "&lt;b&gt;host&lt;/b&gt; started" in page
     first = teacher.get(f"/requests/{request_id}/events").json
     assert first["state"] == "provisioning" and len(first["events"]) == 2
+    assert "institution" not in page, "Ansible's tasks (skipped ones too) are not the teacher's steps"
     fake.gate.set()
     wait_for(lambda: db.request(request_id).state == "ready", what="ready")
     later = teacher.get(f"/requests/{request_id}/events?after={first['events'][-1]['id']}").json
@@ -647,12 +649,13 @@ def test_odd_event_cursors_are_read_as_the_start(app, teacher, after):
 
 
 @pytest.mark.parametrize("students, words", [("²", "is not a number"), ("٣٠", "is not a number"),
-                                             ("9" * 5000, "keep it under 4000"), ("9" * 30, "out of range"),
+                                             ("9" * 5000, "is not a number"), ("9" * 30, "out of range"),
                                              ("999999999", "out of range")])
 def test_odd_numbers_in_the_form_are_refused_beside_their_field(app, teacher, students, words):
     response = teacher.submit(valid_form(students=students))
     assert response.status_code == 400
     assert words in field_block(response.text, "students")
+    assert field_block(response.text, "students").count('class="field-error"') == 1, "one message per problem"
     response = teacher.submit(valid_form(at_once=students))
     assert response.status_code == 400
     assert "is not a whole number of students" in field_block(response.text, "at_once") or \
@@ -671,3 +674,14 @@ def test_control_characters_are_refused_beside_their_field_and_never_stored(app,
 def test_a_nul_in_the_sign_in_name_is_a_wrong_sign_in(app):
     client = Client(app)
     assert client.sign_in("ada@example.edu\x00", PASSWORD).status_code == 401
+
+
+def test_a_failed_submit_puts_a_summary_first_that_takes_the_focus_and_links_each_field_by_its_label(app, teacher):
+    response = teacher.submit(valid_form(title="t" * 5000, students="0"))
+    assert response.status_code == 400
+    summary = response.text.split('id="error-summary"', 1)[1].split("</div>", 1)[0]
+    assert "autofocus" in summary and 'tabindex="-1"' in summary
+    assert '<a href="#f-title">Title students see</a>: is too long' in summary
+    assert '<a href="#f-students">Expected students</a>:' in summary
+    assert summary.count("<li>") == 2, "one line per problem"
+    assert 'id="f-title"' in response.text and 'id="f-students"' in response.text

@@ -37,7 +37,7 @@ def check(form: dict, config: PortalConfig | None = None, **kwargs):
     ({"at_once": "9"}, "at_once", "more than the 5 students expected"),
     ({"start": "01/02/2027"}, "start", "is not a date — write YYYY-MM-DD"),
     ({"end": "2020-01-01"}, "end", "is in the past"),
-    ({"start": future(20), "end": future(10)}, "end", "is before dates.start"),
+    ({"start": future(20), "end": future(10)}, "end", "is before the first day"),
     ({"image": "evil/image:1"}, "image", "that one is not offered"),
     ({"image": "hubfleet/big:1", "students": "200", "at_once": "200"}, "at_once", "do not fit"),
     ({"auth_kind": "kerberos"}, "auth_kind", "choose how students log in"),
@@ -98,3 +98,17 @@ def test_at_once_round_trips_through_the_share_sizing_uses(students, data):
     at_once = data.draw(st.integers(1, students))
     share = share_at_once(at_once, students)
     assert 0 < share <= 1 and max(1, math.ceil(students * share)) == at_once
+
+
+@pytest.mark.parametrize("field", ["title", "name", "lti13_client_id"])
+def test_a_value_past_every_bound_gets_one_message_the_fields_own(field):
+    """A 5000-character title was told both "keep it under 4000" and "at most 200": only the second stays."""
+    result = check(valid_form(**{**LTI13, field: "x" * 5000}))
+    messages = result.errors[field]
+    assert len(messages) == 1 and "4000" not in messages[0], messages
+
+
+def test_messages_name_fields_by_their_labels_never_by_descriptor_paths():
+    result = check(valid_form(start=future(20), end=future(10)))
+    text = " ".join(m for messages in result.errors.values() for m in messages)
+    assert "dates." not in text and "load." not in text and "the first day" in text
