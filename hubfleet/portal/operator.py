@@ -112,12 +112,44 @@ def retry(request_id: int):
     return redirect(url_for("portal.show_request", request_id=row.id))
 
 
+def _teacher_email(row: CourseRequest) -> str:
+    teacher = portal().db.user(row.teacher_id)
+    return teacher.email if teacher else "the teacher"
+
+
+@bp.get("/requests/<id:request_id>/end")
+@operator_only
+def confirm_end(request_id: int):
+    """What ending the course removes and what it keeps, before anything is done."""
+    row = visible_request(request_id)
+    return render_template("end.html", r=row, errors={}, ending=row.state in (READY, FAILED),
+                           teacher_email=_teacher_email(row))
+
+
 @bp.post("/requests/<id:request_id>/destroy")
 @operator_only
 def destroy(request_id: int):
+    """Ending a course: the operator's own password, and for the choice without saving, the course's
+    name typed again. Anything missing or wrong shows the page again with nothing changed."""
     p, user = portal(), current_user()
     row = visible_request(request_id)
     without_archive = request.form.get("without_archive") == "on"
+    password = request.form.get("password", "")
+    errors: dict[str, str] = {}
+    if without_archive and request.form.get("confirm_name", "").strip() != row.name:
+        errors["confirm_name"] = f"type the course's short name, {row.name}, to delete the students' work for good"
+    address = request.remote_addr or "unknown"
+    blocked = p.throttle.blocked(user.login, address)
+    if blocked:
+        errors["password"] = blocked
+    elif not password or len(password) > 1024 or p.auth.authenticate(user.login, password) is None:
+        p.throttle.failed(user.login, address)
+        errors["password"] = "your own password, as you signed in with it — it was " + \
+            ("missing" if not password else "not right")
+    if errors:
+        return render_template("end.html", r=row, errors=errors, ending=row.state in (READY, FAILED),
+                               without=without_archive, teacher_email=_teacher_email(row)), 400
+    p.throttle.succeeded(user.login, address)
     if p.db.update_request(row.id, expect=(READY, FAILED), state=ARCHIVING) is None:
         flash(f"Request #{row.id} is {row.state}: only a ready or failed course can be removed.", "error")
     else:

@@ -30,7 +30,9 @@ from hubfleet.portal import create_app
 from hubfleet.portal.config import parse_config
 from hubfleet.state import StateStore
 from tests.conftest import ROOT
-from tests.unit.test_portal import OPERATOR, PASSWORD, TEACHER, FakeHub, future, password_hash, portal_of
+from tests.unit.test_portal import (
+    OPERATOR, PASSWORD, TEACHER, FakeHub, future, password_hash, portal_of, wait_for,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -178,9 +180,44 @@ def test_teacher_request_to_hub_url_in_chromium_with_fake_create_and_no_javascri
             opage.goto(f"{base}/operator/audit")
             expect(opage.locator("table")).to_contain_text("approve")
             shot(opage, "fake-7-audit")
+            operator_ends_the_course_on_a_phone(browser, base, request_id, app)
         finally:
             teacher.close()
             operator.close()
+
+
+def operator_ends_the_course_on_a_phone(browser, base: str, request_id: int, app) -> None:
+    """At a phone's width: the form's image menu fits the screen; ending the course shows what is lost,
+    refuses a wrong password with the focus on the summary, keeps the removal without saving apart."""
+    from playwright.sync_api import expect
+
+    phone = browser.new_context(viewport={"width": 390, "height": 844})
+    try:
+        page = phone.new_page()
+        sign_in(page, base, OPERATOR)
+        page.goto(f"{base}/requests/new")
+        menu = page.locator("#f-image").bounding_box()
+        assert menu["x"] >= 0 and menu["x"] + menu["width"] <= 390, f"the image menu leaves the screen: {menu}"
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, "the form scrolls sideways on a phone"
+        page.goto(f"{base}/requests/{request_id}")
+        page.click("#end-course")
+        expect(page.locator("h2").first).to_have_text("What happens")
+        expect(page.locator("details.danger")).not_to_have_attribute("open", "")
+        page.fill("#f-password", "not-the-password")
+        page.click("button:has-text('Archive the students')")
+        expect(page.locator("#error-summary")).to_be_focused()
+        expect(page.locator("#error-summary")).to_contain_text("not right")
+        assert portal_of(app).db.request(request_id).state == "ready"
+        shot(page, "fake-8-end-refused")
+        page.fill("#f-password", PASSWORD)
+        page.click("button:has-text('Archive the students')")
+        wait_for(lambda: portal_of(app).db.request(request_id).state == "archived", timeout=20, what="archived")
+        page.reload()
+        expect(page.get_by_role("heading", name="Archived")).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        shot(page, "fake-9-archived")
+    finally:
+        phone.close()
 
 
 @pytest.mark.docker

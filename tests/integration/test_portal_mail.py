@@ -13,7 +13,7 @@ from aiosmtpd.smtp import AuthResult
 
 from hubfleet.portal.config import parse_config
 from hubfleet.portal.mail import Mailer
-from tests.unit.test_portal import OPERATOR, TEACHER, Client, FakeHub, make_app, portal_of, submitted, wait_for
+from tests.unit.test_portal import OPERATOR, PASSWORD, TEACHER, Client, FakeHub, make_app, portal_of, submitted, wait_for
 
 SMTP_PASSWORD = "smtp-secret-3f9a"
 
@@ -100,8 +100,8 @@ def test_teacher_hears_of_approval_readiness_and_archive_and_everyone_of_failure
         assert "http://127.0.0.1:9/python-101" in body(ready) and "shared password" in body(ready)
         assert portal_of(app).store.get_secret("python-101", "shared-password") not in body(ready)
 
-        operator.get(f"/requests/{request_id}")
-        operator.post(f"/operator/requests/{request_id}/destroy")
+        operator.get(f"/operator/requests/{request_id}/end")
+        operator.post(f"/operator/requests/{request_id}/destroy", {"password": PASSWORD})
         archived = inbox.wait(4)[3]
         assert archived["Subject"] == "[hubfleet] python-101 is archived"
         assert "download the archive" in body(archived) and link in body(archived)

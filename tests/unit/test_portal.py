@@ -494,8 +494,8 @@ def test_destroy_archives_and_only_the_owner_and_operators_download(app, teacher
     operator.post(f"/operator/requests/{request_id}/approve")
     db = portal_of(app).db
     wait_for(lambda: db.request(request_id).state == "ready", what="ready")
-    operator.get(f"/requests/{request_id}")
-    assert operator.post(f"/operator/requests/{request_id}/destroy").status_code == 302
+    operator.get(f"/operator/requests/{request_id}/end")
+    assert operator.post(f"/operator/requests/{request_id}/destroy", {"password": PASSWORD}).status_code == 302
     wait_for(lambda: db.request(request_id).state == "archived", what="archived")
     page = teacher.get(f"/requests/{request_id}").text
     assert "Download the students" in page
@@ -685,3 +685,47 @@ def test_a_failed_submit_puts_a_summary_first_that_takes_the_focus_and_links_eac
     assert '<a href="#f-students">Expected students</a>:' in summary
     assert summary.count("<li>") == 2, "one line per problem"
     assert 'id="f-title"' in response.text and 'id="f-students"' in response.text
+
+
+def ready_course(app, teacher, operator) -> int:
+    request_id = submitted(app, teacher)
+    operator.get("/operator/")
+    operator.post(f"/operator/requests/{request_id}/approve")
+    wait_for(lambda: portal_of(app).db.request(request_id).state == "ready", what="ready")
+    return request_id
+
+
+def test_ending_a_course_says_what_is_lost_and_asks_the_operators_password_first(app, teacher, operator, fake):
+    request_id = ready_course(app, teacher, operator)
+    page = operator.get(f"/requests/{request_id}").text
+    assert 'id="end-course"' in page and "without_archive" not in page, "no one-click removal beside the state"
+    end = operator.get(f"/operator/requests/{request_id}/end").text
+    assert "can no longer log in" in end and TEACHER in end and "cannot be undone" in end
+    danger = end.split('<details class="danger"', 1)[1]
+    assert "deleted for good" in danger and 'name="confirm_name"' in danger
+    assert "without_archive" not in end.split('<details class="danger"', 1)[0], "the choice sits apart"
+    db = portal_of(app).db
+    for form in ({}, {"password": "not-my-password"}):
+        refused = operator.post(f"/operator/requests/{request_id}/destroy", form)
+        assert refused.status_code == 400 and "Nothing was changed" in refused.text
+        assert db.request(request_id).state == "ready"
+    assert teacher.post(f"/operator/requests/{request_id}/destroy", {"password": PASSWORD}).status_code == 403
+    assert operator.post(f"/operator/requests/{request_id}/destroy", {"password": PASSWORD}).status_code == 302
+    wait_for(lambda: db.request(request_id).state == "archived", what="archived")
+    assert db.request(request_id).archive
+
+
+def test_removing_without_saving_needs_the_course_name_typed_again(app, teacher, operator, fake):
+    request_id = ready_course(app, teacher, operator)
+    operator.get(f"/operator/requests/{request_id}/end")
+    db = portal_of(app).db
+    wrong = operator.post(f"/operator/requests/{request_id}/destroy",
+                          {"without_archive": "on", "password": PASSWORD, "confirm_name": "python"})
+    assert wrong.status_code == 400 and "type the course&#39;s short name, python-101" in wrong.text
+    assert "<details class=\"danger\" open" in wrong.text and db.request(request_id).state == "ready"
+    done = operator.post(f"/operator/requests/{request_id}/destroy",
+                         {"without_archive": "on", "password": PASSWORD, "confirm_name": "python-101"})
+    assert done.status_code == 302
+    wait_for(lambda: db.request(request_id).state == "archived", what="archived")
+    assert db.request(request_id).archive is None
+    assert db.audit_log(request_id=request_id)[0].detail == "course python-101 WITHOUT archive"
