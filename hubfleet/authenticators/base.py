@@ -91,6 +91,10 @@ class AuthKind:
         """One sentence for the teacher's email: how students get in."""
         raise NotImplementedError
 
+    def admin_hint(self, course: "Course") -> str:
+        """One sentence for the teacher's page: how the hub's admins (the descriptor's admin_users) log in."""
+        return ""
+
     def lms_settings(self, store: "StateStore", instance: "Instance", course: "Course") -> dict[str, str] | None:
         """What an LMS administrator types in to add the hub as a tool; None for kinds with no LMS."""
         return None

@@ -60,6 +60,13 @@ class LdapKind(AuthKind):
     def login_hints(self, course: "Course") -> list[str]:
         return ["log in: with the directory's username and password"]
 
+    def admin_hint(self, course: "Course") -> str:
+        admins = course.authenticator.admin_users
+        if not admins:
+            return "The hub has no admins of the course (the request named none): the operators run it."
+        return (f"Hub admins ({', '.join(admins)}) log in like everybody, with their own university username "
+                "and password; the hub then shows them its Admin page (students and their servers).")
+
     def teacher_hint(self) -> str:
         return "Students log in with their university username and password."
 

@@ -79,6 +79,11 @@ class _LtiKind(AuthKind):
     def own_grading_variables(self, course: "Course") -> dict:
         return {}
 
+    def admin_hint(self, course: "Course") -> str:
+        return ("Teachers arrive from the LMS like the students: the course's Instructors in the LMS are the "
+                "hub's teachers (they go in first when the hub is full, and grade where grading is on). The "
+                "hub's own admin account is the operators'.")
+
     def teacher_hint(self) -> str:
         return "Students arrive from your LMS: paste the settings shown on the request's page into your course."
 

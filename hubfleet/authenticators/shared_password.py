@@ -40,9 +40,21 @@ class SharedPasswordKind(AuthKind):
     def teacher_hint(self) -> str:
         return "Students log in with any username and the shared password shown on the request's page."
 
+    def admin_hint(self, course: "Course") -> str:
+        admins = course.authenticator.admin_users
+        if not admins:
+            return "The hub has no admins of the course (the request named none): the operators run it."
+        return (f"Hub admins ({', '.join(admins)}) log in with their name and the admin password below, not "
+                "the students' one; keep it from the students. The hub's Admin page lists the students and "
+                "their servers.")
+
     def teacher_secrets(self, store: "StateStore", name: str) -> dict[str, str]:
         password = store.get_secret(name, SHARED_PASSWORD_SECRET)
-        return {"shared_password": password} if password else {}
+        secrets = {"shared_password": password} if password else {}
+        instance = store.find(name)
+        admins = (instance.descriptor.get("authenticator") or {}).get("admin_users") if instance else None
+        admin_password = store.get_secret(name, ADMIN_PASSWORD_SECRET) if admins else None
+        return {**secrets, "admin_password": admin_password} if admin_password else secrets
 
     def from_form(self, values: dict[str, str]) -> dict:
         auth = {"kind": self.kind, "password": "generate"}  # hubfleet makes it; the teacher reads it on the page

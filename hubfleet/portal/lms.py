@@ -22,4 +22,5 @@ def login_details(store: StateStore, instance: Instance) -> dict:
         log.warning("LMS settings of %s are not available: %s", instance.name, exc.message)
         lms = None
     return {"lms": lms, "lms_expected": kind.from_lms, "login_hint": kind.teacher_hint(),
+            "admin_hint": kind.admin_hint(course),
             **kind.teacher_secrets(store, instance.name)}

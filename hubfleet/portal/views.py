@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,6 +17,7 @@ from hubfleet.portal.models import (
     APPROVED, ARCHIVED, ARCHIVING, BUSY_STATES, FAILED, PROVISIONING, READY, REQUESTED, CourseRequest,
 )
 from hubfleet.portal.web import current_user, is_operator, portal, signed_in, visible_request
+from hubfleet.term import moment
 
 bp = Blueprint("portal", __name__)
 
@@ -139,6 +141,14 @@ def _events(row: CourseRequest) -> list[dict]:
             if kind in SHOWN_EVENTS and (row.events_until is None or i <= row.events_until)]
 
 
+def _scheduled(row: CourseRequest) -> str | None:
+    """When an approved course whose warm time has not come will be created (docs/term.md), else None."""
+    if row.state != APPROVED:
+        return None
+    term = portal().worker.term(row)
+    return moment(term.warm_at) if term.phase(dt.datetime.now(dt.timezone.utc)) == "waiting" else None
+
+
 @bp.get("/requests/<id:request_id>")
 @signed_in
 def show_request(request_id: int):
@@ -150,7 +160,8 @@ def show_request(request_id: int):
     return render_template("request.html", r=row, teacher=p.db.user(row.teacher_id), events=_events(row),
                            busy=row.state in BUSY_STATES, lms=login.get("lms"),
                            shared_password=login.get("shared_password"), login_hint=login.get("login_hint", ""),
-                           lms_expected=login.get("lms_expected", False),
+                           lms_expected=login.get("lms_expected", False), admin_hint=login.get("admin_hint", ""),
+                           admin_password=login.get("admin_password"), scheduled=_scheduled(row),
                            has_archive=has_archive, audit=p.db.audit_log(request_id=row.id) if is_operator() else [],
                            requested=REQUESTED)
 

@@ -729,3 +729,47 @@ def test_removing_without_saving_needs_the_course_name_typed_again(app, teacher,
     wait_for(lambda: db.request(request_id).state == "archived", what="archived")
     assert db.request(request_id).archive is None
     assert db.audit_log(request_id=request_id)[0].detail == "course python-101 WITHOUT archive"
+
+
+def test_the_teachers_page_says_how_admins_log_in_and_the_operators_page_speaks_to_the_operator(app, teacher, operator):
+    request_id = submitted(app, teacher, admin_users="ada, grace")
+    waiting = operator.get(f"/requests/{request_id}").text
+    assert "Waiting for your decision" in waiting and TEACHER in waiting
+    assert "Waiting for an operator" in teacher.get(f"/requests/{request_id}").text
+    operator.post(f"/operator/requests/{request_id}/approve")
+    store = portal_of(app).store
+    wait_for(lambda: portal_of(app).db.request(request_id).state == "ready", what="ready")
+    admin_password = store.ensure_secret("python-101", "admin-password", nbytes=32)  # as the real create makes it
+    page = teacher.get(f"/requests/{request_id}").text
+    assert "Your hub:" in page and 'id="admin-hint"' in page and "Hub admins (ada, grace) log in" in page
+    assert f'<code id="admin-password">{admin_password}</code>' in page
+    assert "The teacher&#39;s hub:" in operator.get(f"/requests/{request_id}").text
+
+
+def test_without_admins_the_page_says_so_and_shows_no_admin_password(app, teacher, operator):
+    request_id = submitted(app, teacher)
+    operator.get("/operator/")
+    operator.post(f"/operator/requests/{request_id}/approve")
+    wait_for(lambda: portal_of(app).db.request(request_id).state == "ready", what="ready")
+    admin_password = portal_of(app).store.ensure_secret("python-101", "admin-password", nbytes=32)
+    page = teacher.get(f"/requests/{request_id}").text
+    assert "no admins of the course" in page and admin_password not in page
+
+
+def test_a_scheduled_course_says_when_it_will_be_made(app, teacher, operator):
+    request_id = submitted(app, teacher, start=future(20), end=future(30))
+    operator.get("/operator/")
+    operator.post(f"/operator/requests/{request_id}/approve")
+    warm = (dt.date.today() + dt.timedelta(days=18)).isoformat()
+    assert f"Approved: created on {warm} 00:00 UTC" in teacher.get(f"/requests/{request_id}").text
+
+
+def test_dates_are_asked_as_they_are_shown(app, teacher, operator):
+    """One format: the form asks YYYY-MM-DD in a text field (a browser's date field shows the reader's
+    locale instead), the pages show the same."""
+    form = teacher.get("/requests/new").text
+    start = re.search(r'<input id="f-start"[^>]*>', form).group(0)
+    assert 'type="text"' in start and 'placeholder="YYYY-MM-DD"' in start
+    request_id = submitted(app, teacher, start=future(1), end=future(30))
+    assert f"{future(1)} – {future(30)}" in teacher.get(f"/requests/{request_id}").text
+    assert f"{future(1)} – {future(30)}" in operator.get("/operator/").text
