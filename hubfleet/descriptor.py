@@ -301,6 +301,27 @@ class LdapSearch(Strict):
         return v
 
 
+class LdapHealthAccount(Strict):
+    """An account of the directory that `hubfleet status` logs in with, as a student would."""
+
+    username: str = Field(description="Its login name, e.g. hubhealth (an account made for this, in allowed_groups).")
+    password: str = Field(description="Where its password comes from: env:VAR or file:/path (never `generate`: the "
+                          "directory holds it).")
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, v: str) -> str:
+        return check_usernames([v])[0]
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, v: str) -> str:
+        if v == "generate":
+            raise ValueError("`generate` cannot work: the directory already has this account's password — write "
+                             "env:VAR or file:/path")
+        return check_secret_source(v)
+
+
 class Ldap(Strict):
     """The university's LDAP directory."""
 
@@ -315,6 +336,9 @@ class Ldap(Strict):
     allowed_groups: list[str] = Field(default_factory=list, description="Group DNs allowed in.", max_length=MAX_LIST)
     admin_users: list[str] = Field(default_factory=list, description="Usernames made hub admins.",
                                    max_length=MAX_LIST)
+    health_account: LdapHealthAccount | None = Field(
+        None, description="An account `hubfleet status` and reconcile log in with, as students do; absent, "
+        "health does not try a student's login.")
 
     @field_validator("server_uri")
     @classmethod

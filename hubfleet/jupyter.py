@@ -10,7 +10,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 import websocket
@@ -95,6 +95,9 @@ class HubClient:
 
     def user_token(self, name: str, note: str = "hubfleet probe", expires_in: int = 600) -> str:
         return self.api("POST", f"/users/{name}/tokens", json={"note": note, "expires_in": expires_in}).json()["token"]
+
+    def delete_user(self, name: str) -> None:
+        self.api("DELETE", f"/users/{quote(name, safe='')}")
 
     def running_servers(self) -> list[str]:
         return [u["name"] for u in self.users() if u.get("servers")]
@@ -181,9 +184,10 @@ def _run_on_channel(ws: websocket.WebSocket, code: str, timeout: float) -> ExecR
     raise HubUnavailable(f"the kernel did not finish running code within {timeout:.0f} s")
 
 
-def login_with_password(base_url: str, username: str, password: str, *, verify: bool | str = True) -> requests.Session:
+def login_with_password(base_url: str, username: str, password: str, *, verify: bool | str = True,
+                        session: requests.Session | None = None) -> requests.Session:
     """Log in through the hub's login form, as a student's browser does."""
-    session = trusting_session(verify)
+    session = session or trusting_session(verify)
     base = base_url.rstrip("/")
     page = session.get(f"{base}/hub/login", timeout=30)
     page.raise_for_status()

@@ -238,7 +238,8 @@ def _create(store, course, plan, record, probe, verbosity, choices, trust_variab
     store.update(course.name, outputs=outputs)
     record("step", "health check: a probe user starts a server and runs code" if probe else "health check: hub API")
     with tls.reaching(store.dir, course, hosts):
-        health = check(url, secrets["hub_service_token"], probe=probe, verify=tls.trust(store.dir, course))
+        health = check(url, secrets["hub_service_token"], probe=probe, verify=tls.trust(store.dir, course),
+                       **as_a_student(store, course, url))
     if not health.ok and (probe or not health.api):
         raise ProvisionError("the hub was configured but is not usable: " + "; ".join(health.problems),
                              hint="see `hubfleet status " + course.name + "`, then run create again")
@@ -405,10 +406,18 @@ def course_status(store: StateStore, name: str, *, probe: bool = True) -> Status
         problems += certificate.problems if certificate else []
         if url and token:
             with tls.reaching(store.dir, course, live_hosts):
-                health = check(url, token, probe=probe, verify=tls.trust(store.dir, course))
+                health = check(url, token, probe=probe, verify=tls.trust(store.dir, course),
+                               **as_a_student(store, course, url))
                 seats = _seats(url, token, tls.trust(store.dir, course))
     return StatusReport(instance, health, problems, nodes, certificate, certificate.warnings if certificate else [],
                         seats if hub_alive and url and token else None)
+
+
+def as_a_student(store: StateStore, course: Course, url: str) -> dict:
+    """The health check's student login for this course's kind (health.check's `student`, `login_note`)."""
+    kind = kind_of(course)
+    return {"student": lambda session: kind.student_login(store, course, url, session),
+            "login_note": kind.student_login_note}
 
 
 def _seats(url: str, token: str, verify: bool | str) -> dict | None:

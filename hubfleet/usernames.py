@@ -30,6 +30,9 @@ import string
 import unicodedata
 
 ADMIN_USER = "admin"  # the operator's own account on every hub
+# The identity `status` logs in with as a student would (its account is removed right after; a real
+# student of that name is never removed). Not reserved: the login form must take it.
+HEALTH_LOGIN = "health-check-login"
 PROBE_USER = "hubfleet--probe"  # the health probe: starts with the reserved prefix and is no STEM--DIGEST
 RESERVED_PREFIX = "hubfleet"  # hubfleet's own accounts
 # Accounts of the hub, its services and the servers' system user: no identity may become one of them.

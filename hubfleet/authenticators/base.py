@@ -91,6 +91,15 @@ class AuthKind:
         """One sentence for the teacher's email: how students get in."""
         raise NotImplementedError
 
+    # Why `student_login` cannot be tried for this kind (shown by `status`), when it cannot.
+    student_login_note = "hubfleet cannot log in as a student of this kind"
+
+    def student_login(self, store: "StateStore", course: "Course", url: str, session: Any) -> str | None:
+        """Log in to the hub at `url` as a student would, into `session` (a requests.Session); the hub
+        username that became, or None when hubfleet cannot try it (`student_login_note` says why).
+        Raises HubfleetError (or requests' errors) when the hub refuses."""
+        return None
+
     def admin_hint(self, course: "Course") -> str:
         """One sentence for the teacher's page: how the hub's admins (the descriptor's admin_users) log in."""
         return ""

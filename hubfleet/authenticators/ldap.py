@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from hubfleet.authenticators.base import AuthKind
 from hubfleet.authenticators.form import lines, lines_keep_commas, put
 from hubfleet.errors import HubfleetError
+from hubfleet.jupyter import login_with_password
 
 if TYPE_CHECKING:
     from hubfleet.descriptor import Course
@@ -15,13 +16,15 @@ if TYPE_CHECKING:
 
 LDAP_DEFAULT_PORTS = {"ldap": 389, "ldaps": 636}
 LDAP_BIND_PASSWORD_SECRET = "ldap-bind-password"
+LDAP_HEALTH_PASSWORD_SECRET = "ldap-health-password"  # the health account's (authenticator.health_account)
 
 
 class LdapKind(AuthKind):
     kind = "ldap"
     choice = "The university's LDAP directory"
     role = "ldap"
-    secret_labels = {LDAP_BIND_PASSWORD_SECRET: "LDAP bind password"}
+    secret_labels = {LDAP_BIND_PASSWORD_SECRET: "LDAP bind password",
+                     LDAP_HEALTH_PASSWORD_SECRET: "LDAP health account's password"}
     form_prefix = "ldap"
 
     def own_variables(self, course: "Course") -> dict:
@@ -59,6 +62,16 @@ class LdapKind(AuthKind):
 
     def login_hints(self, course: "Course") -> list[str]:
         return ["log in: with the directory's username and password"]
+
+    student_login_note = "name an account in authenticator.health_account to have status log in with it"
+
+    def student_login(self, store: "StateStore", course: "Course", url: str, session: Any) -> str | None:
+        account = course.authenticator.health_account
+        if account is None:
+            return None
+        password = store.ensure_secret(course.name, LDAP_HEALTH_PASSWORD_SECRET, account.password)
+        login_with_password(url, account.username, password, session=session)
+        return self.hub_username(account.username)
 
     def admin_hint(self, course: "Course") -> str:
         admins = course.authenticator.admin_users

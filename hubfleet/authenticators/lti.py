@@ -6,13 +6,14 @@ import base64
 import hashlib
 import json
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hubfleet.authenticators.base import ADMIN_USER, AuthKind
 from hubfleet.authenticators.form import lines, put
 from hubfleet.errors import HubfleetError
 from hubfleet.teaching import DEFAULT_GROUP, lms_role_table
-from hubfleet.usernames import hub_username
+from hubfleet.oauth1 import sign_form
+from hubfleet.usernames import HEALTH_LOGIN, hub_username
 
 if TYPE_CHECKING:
     from hubfleet.descriptor import Course
@@ -126,6 +127,23 @@ class Lti11Kind(_LtiKind):
     def own_grading_variables(self, course: "Course") -> dict:
         return {"grading_consumer_key": consumer_key(course)}
 
+    def student_login(self, store: "StateStore", course: "Course", url: str, session: Any) -> str | None:
+        """A launch signed with the course's own key and secret, as edX or Moodle signs a student's (in a
+        context of its own, so the course's launches and rosters are not mixed with it)."""
+        secret = store.get_secret(course.name, LTI11_SECRET_SECRET)
+        if not secret:
+            raise HubfleetError("no LTI consumer secret is recorded", hint=f"run `hubfleet create` for {course.name}")
+        fields = {"lti_message_type": "basic-lti-launch-request", "lti_version": "LTI-1p0",
+                  "resource_link_id": "hubfleet-health-check", "context_id": "hubfleet-health-check",
+                  "roles": "Learner", "user_id": HEALTH_LOGIN, "lis_person_sourcedid": HEALTH_LOGIN,
+                  "ext_user_username": HEALTH_LOGIN, "lis_person_contact_email_primary": f"{HEALTH_LOGIN}@example.invalid"}
+        launch = url.rstrip("/") + LAUNCH_PATH_11
+        response = session.post(launch, data=sign_form(launch, consumer_key(course), secret, fields),
+                                allow_redirects=False, timeout=30)
+        if response.status_code not in (302, 303):
+            raise HubfleetError(f"a launch signed with the course's key was refused ({response.status_code})")
+        return self.hub_username(fields[course.authenticator.username_key])
+
     def grading_secrets(self, store: "StateStore", course: "Course") -> dict:
         # Basic Outcomes are signed with the consumer secret; the grades service keeps its own copy.
         return {"grading_consumer_secret": store.get_secret(course.name, LTI11_SECRET_SECRET)
@@ -167,6 +185,8 @@ class Lti13Kind(_LtiKind):
     version = "1.3"
     form_prefix = "lti13"
     username_keys = LTI13_USERNAME_KEYS
+    student_login_note = ("an LTI 1.3 launch is signed with the LMS's own key, which hubfleet does not hold: "
+                          "students' launches are tried from the LMS")
 
     def own_variables(self, course: "Course") -> dict:
         auth = course.authenticator

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hubfleet.authenticators.base import ADMIN_USER, AuthKind
 from hubfleet.authenticators.form import lines, put
 from hubfleet.errors import HubfleetError
+from hubfleet.jupyter import login_with_password
+from hubfleet.usernames import HEALTH_LOGIN, typed_username
 
 if TYPE_CHECKING:
     from hubfleet.descriptor import Course
@@ -39,6 +41,13 @@ class SharedPasswordKind(AuthKind):
 
     def teacher_hint(self) -> str:
         return "Students log in with any username and the shared password shown on the request's page."
+
+    def student_login(self, store: "StateStore", course: "Course", url: str, session: Any) -> str | None:
+        password = store.get_secret(course.name, SHARED_PASSWORD_SECRET)
+        if not password:
+            raise HubfleetError("no shared password is recorded", hint=f"run `hubfleet create` for {course.name}")
+        login_with_password(url, HEALTH_LOGIN, password, session=session)
+        return typed_username(HEALTH_LOGIN)
 
     def admin_hint(self, course: "Course") -> str:
         admins = course.authenticator.admin_users

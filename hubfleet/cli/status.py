@@ -15,8 +15,10 @@ from hubfleet.lifecycle import course_status
 def command(app: Application, name: str, no_probe: bool, as_json: bool) -> None:
     """Is the course usable right now? Live health from the hub itself.
 
-    The hub API must answer, and a probe user starts a server, runs 1+1 in a kernel and stops
-    again (--no-probe skips that). Also the seats and the line of students waiting for one, and
+    The hub API must answer; a student must get in the way the course's students do (the shared
+    password at the login form, a launch signed with the course's LTI 1.1 key; the account is
+    removed again); and a probe user starts a server, runs 1+1 in a kernel and stops again
+    (--no-probe skips that). Also the seats and the line of students waiting for one, and
     the elastic hosts' latest decisions (`hubfleet autoscale`). Exits 0 when healthy, 7 when not.
 
     \b
@@ -51,6 +53,10 @@ def command(app: Application, name: str, no_probe: bool, as_json: bool) -> None:
         if health:
             click.echo(f"hub: JupyterHub {health.version}, {health.users} user(s), "
                        f"{len(health.running)} server(s) running")
+            if health.student_login:
+                click.echo("student login: a student got in the way the course's students do")
+            elif health.student_login is None:
+                click.echo(f"student login: not tried ({health.login_note})")
             if health.probe:
                 click.echo(f"probe: started a server and ran code in {health.probe_seconds:.1f} s")
         for line in elastic_lines(report):

@@ -7,6 +7,7 @@ without TLS, so every login that works went through StartTLS; its log shows it t
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import subprocess
@@ -22,6 +23,7 @@ from tests.support.courses import (
     ensure_course_network,
     free_port,
     hub_log,
+    hubfleet,
     reaching,
     service_client,
     write_descriptor,
@@ -35,6 +37,7 @@ ALICE = Account("alice", "alice-" + secrets.token_urlsafe(12))  # in the course'
 BOB = Account("bob", "bob-" + secrets.token_urlsafe(12))  # a directory user outside the group
 ADMIN = Account("admin", "admin-" + secrets.token_urlsafe(12))  # a directory account with the hub admin's name
 READER_PASSWORD = "reader-" + secrets.token_urlsafe(16)
+HEALTH = Account("hubhealth", "health-" + secrets.token_urlsafe(12))  # the operator's account for status's login
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +49,13 @@ def directory(tmp_path_factory):
     gateway = ensure_course_network(name, work)
     ca = TestCA(work / "ca")
     slapd = Slapd(work / "slapd", gateway, free_port(gateway), ca.issue("slapd", gateway), ca.path,
-                  members=[ALICE, ADMIN], others=[BOB], group="numerics", reader_password=READER_PASSWORD).start()
-    env = course_env(work / "state", HUBFLEET_TEST_LDAP_READER=READER_PASSWORD)
+                  members=[ALICE, ADMIN, HEALTH], others=[BOB], group="numerics", reader_password=READER_PASSWORD).start()
+    env = course_env(work / "state", HUBFLEET_TEST_LDAP_READER=READER_PASSWORD, HUBFLEET_TEST_LDAP_HEALTH=HEALTH.password)
     authenticator = {
         "kind": "ldap", "server_uri": slapd.uri, "starttls": True,
         "search": {"bind_dn": slapd.reader_dn, "bind_password": "env:HUBFLEET_TEST_LDAP_READER", "base_dn": PEOPLE},
         "allowed_groups": [slapd.group_dn],
+        "health_account": {"username": HEALTH.uid, "password": "env:HUBFLEET_TEST_LDAP_HEALTH"},
     }
     try:
         # The directory's CA is the operator's to name once: roles/trust puts it in the hosts' one store.
@@ -76,6 +80,14 @@ def test_member_of_the_group_logs_in_and_runs_code(directory):
     start_own_server(student, course.url, "alice")
     result = execute(f"{course.url}/user/alice", "import os; print(os.environ['JUPYTERHUB_USER'])", session=student)
     assert (result.status, result.output) == ("ok", "alice\n"), result.error
+
+
+def test_status_logs_in_with_the_operators_directory_account_and_leaves_no_account(directory):
+    course, _ = directory
+    status = json.loads(hubfleet(course.env, "status", course.name, "--json", "--no-probe").stdout)
+    assert status["healthy"] and status["health"]["student_login"] is True, status["health"]
+    assert HEALTH.uid not in {u["name"] for u in service_client(course).users()}
+    assert HEALTH.password not in json.dumps(status)
 
 
 def test_wrong_password_and_users_outside_the_group_stay_out(directory):

@@ -7,6 +7,7 @@ names the problem, and the hub's log holds the refusal but never the secret.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from urllib.parse import parse_qs, urlsplit
@@ -46,6 +47,13 @@ def test_lti_config_gives_the_lms_what_it_needs_and_only_it_prints_the_secret(lt
     for verb in (["status", name, "--no-probe"], ["list"]):
         shown = hubfleet(lti11_course.env, *verb, check=False)
         assert secret not in shown.stdout + shown.stderr
+
+
+def test_status_gets_in_with_a_launch_signed_by_the_courses_own_key(lti11_course):
+    """Healthy as a student meets it: status signs a launch with the course's consumer key and secret (as
+    edX does) and removes the account it made."""
+    status = json.loads(hubfleet(lti11_course.env, "status", lti11_course.name, "--json", "--no-probe").stdout)
+    assert status["healthy"] and status["health"]["student_login"] is True, status["health"]
 
 
 def test_edx_launch_lands_in_a_running_server_that_runs_code(lti11_course):

@@ -27,12 +27,12 @@ import yaml
 
 from hubfleet import tls
 from hubfleet.providers.docker import acme_local
-from hubfleet.jupyter import cookie_for, execute, login_with_password, start_own_server, stop_own_server
+from hubfleet.jupyter import HubClient, cookie_for, execute, login_with_password, start_own_server, stop_own_server
 from hubfleet.descriptor import load_course
 from hubfleet.site import TermSite
 from hubfleet.state import StateStore
 from hubfleet.term import moment, term_of
-from hubfleet.usernames import PROBE_USER, typed_username
+from hubfleet.usernames import HEALTH_LOGIN, PROBE_USER, typed_username
 from tests.conftest import EXAMPLES, future
 from tests.integration.cli_helpers import HUBFLEET, hubfleet, labelled
 from tests.integration.conftest import unique_course_name
@@ -168,12 +168,19 @@ def test_rerun_converges_with_no_change(env, course):
 
 
 def test_status_is_live(env, course):
+    """Healthy means a student gets in: status logs in at the form with the shared password (and removes
+    the account it made: the users counted before and after are the same)."""
     proc = hubfleet(env, "status", COURSE, "--json")
     status = json.loads(proc.stdout)
-    assert status["healthy"] and status["health"]["probe"] is True
+    assert status["healthy"] and status["health"]["probe"] is True and status["health"]["student_login"] is True
     assert status["health"]["users"] >= 1
     text = hubfleet(env, "status", COURSE).stdout
-    assert "probe: started a server and ran code" in text
+    assert "probe: started a server and ran code" in text and "student login: a student got in" in text
+    again = json.loads(hubfleet(env, "status", COURSE, "--json", "--no-probe").stdout)
+    assert again["health"]["users"] == status["health"]["users"], "the check's own account is gone again"
+    users = HubClient(course["url"], StateStore(Path(env["HUBFLEET_STATE_DIR"])).get_secret(COURSE, "hub-api-token"),
+                      verify=tls.trust(Path(env["HUBFLEET_STATE_DIR"]), load_course(course["path"]))).users()
+    assert HEALTH_LOGIN not in {u["name"] for u in users}
 
 
 def test_list_shows_the_course(env, course):
