@@ -102,6 +102,19 @@ class Notifier:
                           f"Step: {step or 'before the first step'}\nError: {error}\n\n"
                           f"The operators have been told; they can retry from {self.link(request)}\n")
 
+    def change_decided(self, request: CourseRequest, change, operator: str, *, approved: bool,
+                       reason: str = "") -> Future:
+        what = "\n".join(f"  - {c['path']}: {c['effect']}" for c in change.changes)
+        if approved:
+            body = (f"Hello,\n\n{operator} approved your change to \"{request.title}\" ({request.name}); hubfleet "
+                    f"is applying it now, and mails you when the hub is ready again. What it does:\n\n{what}\n\n"
+                    f"Follow it: {self.link(request)}\n")
+        else:
+            body = (f"Hello,\n\n{operator} did not approve your change to \"{request.title}\" ({request.name}).\n\n"
+                    f"Reason: {reason}\n\nThe course runs as before: {self.link(request)}\n")
+        return self._send(self._teacher(request), f"[hubfleet] {request.name}: change "
+                          + ("approved" if approved else "not approved"), body)
+
     def ending(self, request: CourseRequest, term: Term) -> Future:
         """notice_before the end (hubfleet/term.py): the dates, what students see, what happens after."""
         last_day = term.end_at.date() - dt.timedelta(days=1)

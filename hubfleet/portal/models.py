@@ -85,6 +85,29 @@ class CourseRequest(PortalBase):
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
 
 
+# A teacher's change to a live course: asked, then approved (applied by re-running create) or rejected.
+CHANGE_ASKED, CHANGE_APPROVED, CHANGE_REJECTED = "asked", "approved", "rejected"
+
+
+class ChangeRequest(PortalBase):
+    """A teacher's change to a ready course: the new form and descriptor, and what it changes (hubfleet/changes.py)."""
+
+    __tablename__ = "portal_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("portal_requests.id"), index=True)
+    teacher_id: Mapped[int] = mapped_column(ForeignKey("portal_users.id"))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    form: Mapped[dict] = mapped_column(JSON)
+    descriptor: Mapped[dict] = mapped_column(JSON)  # validated by parse_course; holds no secret
+    plan: Mapped[dict] = mapped_column(JSON)
+    changes: Mapped[list] = mapped_column(JSON)  # Change.to_dict() each: path, shown values, effect
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it was rejected
+    decided_by: Mapped[str | None] = mapped_column(String(254), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
 class AuditEntry(PortalBase):
     __tablename__ = "portal_audit"
 
@@ -219,6 +242,40 @@ class PortalStore:
             if s.execute(statement.execution_options(synchronize_session=False)).rowcount == 0:
                 return None
             return s.get(CourseRequest, request_id, populate_existing=True)
+
+    # --- changes to live courses -----------------------------------------------------------
+
+    def add_change(self, request: CourseRequest, teacher: User, *, form: dict, descriptor: dict, plan: dict,
+                   changes: list[dict]) -> ChangeRequest:
+        now = utcnow()
+        with self.tx() as s:
+            row = ChangeRequest(request_id=request.id, teacher_id=teacher.id, state=CHANGE_ASKED, form=form,
+                                descriptor=descriptor, plan=plan, changes=changes, created_at=now, updated_at=now)
+            s.add(row)
+            s.flush()
+            return row
+
+    def change(self, change_id: int) -> ChangeRequest | None:
+        with self.tx() as s:
+            return s.get(ChangeRequest, change_id)
+
+    def changes(self, *, request_id: int | None = None, states: tuple[str, ...] | None = None) -> list[ChangeRequest]:
+        query = select(ChangeRequest).order_by(ChangeRequest.id.desc())
+        if request_id is not None:
+            query = query.where(ChangeRequest.request_id == request_id)
+        if states:
+            query = query.where(ChangeRequest.state.in_(states))
+        with self.tx() as s:
+            return list(s.scalars(query))
+
+    def decide_change(self, change_id: int, state: str, *, by: str, reason: str | None = None) -> ChangeRequest | None:
+        """An asked change approved or rejected, once: None when it was no longer asked."""
+        statement = (update(ChangeRequest).where(ChangeRequest.id == change_id, ChangeRequest.state == CHANGE_ASKED)
+                     .values(state=state, decided_by=by, reason=reason, updated_at=utcnow()))
+        with self.tx() as s:
+            if s.execute(statement.execution_options(synchronize_session=False)).rowcount == 0:
+                return None
+            return s.get(ChangeRequest, change_id, populate_existing=True)
 
     # --- audit ---------------------------------------------------------------------------
 

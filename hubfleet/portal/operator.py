@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from pydantic import ValidationError
 
 from hubfleet.descriptor import problems_from
 from hubfleet.inputs import text_problem
 from hubfleet.portal.config import ImageChoice
 from hubfleet.portal.models import (
-    APPROVED, ARCHIVING, FAILED, READY, REJECTED, REQUESTED, CourseRequest,
+    APPROVED, ARCHIVING, CHANGE_APPROVED, CHANGE_ASKED, CHANGE_REJECTED, FAILED, READY, REJECTED, REQUESTED, CourseRequest,
 )
 from hubfleet.portal.web import current_user, operator_only, portal, visible_request
 from hubfleet.portal.worker import last_event_id
@@ -27,7 +27,8 @@ def _dashboard(reject_errors: dict[int, str] | None = None, reasons: dict[int, s
     pending = p.db.requests(states=(REQUESTED,))
     others = [r for r in p.db.requests() if r.state != REQUESTED]
     teachers = {r.teacher_id: p.db.user(r.teacher_id) for r in pending + others}
-    return render_template("operator.html", pending=pending, others=others, teachers=teachers,
+    asked = [(change, p.db.request(change.request_id)) for change in p.db.changes(states=(CHANGE_ASKED,))]
+    return render_template("operator.html", pending=pending, others=others, teachers=teachers, asked=asked,
                            reject_errors=reject_errors or {}, reasons=reasons or {}), status
 
 
@@ -96,6 +97,57 @@ def reject(request_id: int):
     p.notifier.rejected(updated, user.login, reason)
     flash(f"Rejected: {row.name}.")
     return redirect(url_for("operator.dashboard"))
+
+
+@bp.post("/changes/<id:change_id>/approve")
+@operator_only
+def approve_change(change_id: int):
+    """Apply a teacher's change: the request takes the new descriptor and create runs again (it converges:
+    a new image on every host first, students' volumes kept, running servers left as they are)."""
+    p, user = portal(), current_user()
+    change = p.db.change(change_id) if 0 < change_id <= 2**62 else None
+    if change is None:
+        abort(404, description="No such change.")
+    row = visible_request(change.request_id)
+    if row.state != READY:
+        flash(f"Request #{row.id} is {row.state}: a change is applied to a ready course only.", "error")
+        return redirect(url_for("portal.show_request", request_id=row.id))
+    if p.db.decide_change(change.id, CHANGE_APPROVED, by=user.login) is None:
+        flash(f"Change #{change.id} was already decided: nothing was changed.", "error")
+        return redirect(url_for("portal.show_request", request_id=row.id))
+    updated = p.db.update_request(row.id, expect=(READY,), state=APPROVED, descriptor=change.descriptor,
+                                  form=change.form, plan=change.plan, title=change.descriptor["title"],
+                                  events_after=last_event_id(p.store, row.name))
+    p.db.audit(user.login, "approve-change", request_id=row.id,
+               detail=f"change #{change.id}: " + ", ".join(c["path"] for c in change.changes))
+    p.notifier.change_decided(updated or row, change, user.login, approved=True)
+    p.worker.start_create(row.id)
+    flash(f"Approved: {row.name} is being changed.")
+    return redirect(url_for("portal.show_request", request_id=row.id))
+
+
+@bp.post("/changes/<id:change_id>/reject")
+@operator_only
+def reject_change(change_id: int):
+    p, user = portal(), current_user()
+    change = p.db.change(change_id) if 0 < change_id <= 2**62 else None
+    if change is None:
+        abort(404, description="No such change.")
+    row = visible_request(change.request_id)
+    reason = request.form.get("reason", "").strip()
+    problem = text_problem(reason.replace("\r\n", "\n").replace("\n", " ").replace("\t", " "))
+    if not reason or len(reason) > MAX_REASON or problem:
+        flash("Not rejected: " + ("give a reason — the teacher reads it" if not reason else
+                                  f"the reason is {len(reason)} characters long — keep it under {MAX_REASON}"
+                                  if len(reason) > MAX_REASON else f"the reason {problem}"), "error")
+        return redirect(url_for("portal.show_request", request_id=row.id))
+    if p.db.decide_change(change.id, CHANGE_REJECTED, by=user.login, reason=reason) is None:
+        flash(f"Change #{change.id} was already decided: nothing was changed.", "error")
+        return redirect(url_for("portal.show_request", request_id=row.id))
+    p.db.audit(user.login, "reject-change", request_id=row.id, detail=f"change #{change.id}: {reason}")
+    p.notifier.change_decided(row, change, user.login, approved=False, reason=reason)
+    flash(f"Change #{change.id} rejected.")
+    return redirect(url_for("portal.show_request", request_id=row.id))
 
 
 @bp.post("/requests/<id:request_id>/retry")

@@ -13,9 +13,12 @@ from hubfleet.portal import sessions
 from hubfleet.portal.csrf import rotate_csrf_token
 from hubfleet.portal.forms import AUTH_CHOICES, FIELD_LABELS, LTI11_USERNAME_KEYS, LTI13_USERNAME_KEYS, read_form, validate_request
 from hubfleet.portal.lms import login_details
+from hubfleet.changes import compare
+from hubfleet.descriptor import parse_recorded
 from hubfleet.portal.models import (
-    APPROVED, ARCHIVED, ARCHIVING, BUSY_STATES, FAILED, PROVISIONING, READY, REQUESTED, CourseRequest,
+    APPROVED, ARCHIVED, ARCHIVING, BUSY_STATES, CHANGE_ASKED, FAILED, PROVISIONING, READY, REQUESTED, CourseRequest,
 )
+from hubfleet.sizing import load_catalogue, plan_course
 from hubfleet.portal.web import current_user, is_operator, portal, signed_in, visible_request
 from hubfleet.term import moment
 
@@ -127,6 +130,38 @@ def new_request():
     return redirect(url_for("portal.show_request", request_id=row.id))
 
 
+@bp.route("/requests/<id:request_id>/change", methods=["GET", "POST"])
+@signed_in
+def change_request(request_id: int):
+    """A ready course changed as teachers ask it: the request's form again (its name fixed), what the
+    change does shown first; an operator approves it and create runs again (students keep their work)."""
+    p, user = portal(), current_user()
+    row = visible_request(request_id)
+    if row.state != READY:
+        flash(f"Only a ready course can be changed: #{row.id} is {row.state}.", "error")
+        return redirect(url_for("portal.show_request", request_id=row.id))
+    if p.db.changes(request_id=row.id, states=(CHANGE_ASKED,)):
+        flash("A change of this course already waits for an operator: it is decided first.", "error")
+        return redirect(url_for("portal.show_request", request_id=row.id))
+    if request.method == "GET":
+        return render_template("request_new.html", **_form_context(dict(row.form), {}), changing=row)
+    form = {**request.form.to_dict(), "name": row.name}  # the course keeps its name (and its address)
+    result = validate_request(form, p.config, p.db.images())
+    if result.ok:
+        old = parse_recorded(row.descriptor, source=f"request {row.id}")
+        changes = compare(old, result.course, plan_course(old, load_catalogue(old.provider)), result.plan)
+        if not changes:
+            result.add("", "nothing would change: this is the course as it runs now")
+    if not result.ok:
+        return render_template("request_new.html", **_form_context(result.values, result.errors), changing=row), 400
+    change = p.db.add_change(row, user, form=result.values, descriptor=result.course.model_dump(mode="json"),
+                             plan=result.plan.to_dict(), changes=[c.to_dict() for c in changes])
+    p.db.audit(user.login, "change-request", request_id=row.id,
+               detail=f"change #{change.id}: " + ", ".join(c.path for c in changes))
+    flash("Your change is sent: the operators see what it does and apply it; you will get an email.")
+    return redirect(url_for("portal.show_request", request_id=row.id))
+
+
 SHOWN_EVENTS = ("step", "ok", "failed", "info")
 
 
@@ -162,7 +197,7 @@ def show_request(request_id: int):
                            shared_password=login.get("shared_password"), login_hint=login.get("login_hint", ""),
                            lms_expected=login.get("lms_expected", False), admin_hint=login.get("admin_hint", ""),
                            admin_password=login.get("admin_password"), scheduled=_scheduled(row),
-                           has_archive=has_archive, audit=p.db.audit_log(request_id=row.id) if is_operator() else [],
+                           has_archive=has_archive, changes=p.db.changes(request_id=row.id), change_asked=CHANGE_ASKED, audit=p.db.audit_log(request_id=row.id) if is_operator() else [],
                            requested=REQUESTED)
 
 

@@ -773,3 +773,52 @@ def test_dates_are_asked_as_they_are_shown(app, teacher, operator):
     request_id = submitted(app, teacher, start=future(1), end=future(30))
     assert f"{future(1)} – {future(30)}" in teacher.get(f"/requests/{request_id}").text
     assert f"{future(1)} – {future(30)}" in operator.get("/operator/").text
+
+
+def test_a_teacher_asks_for_a_change_the_operator_sees_what_it_does_and_approving_applies_it(app, teacher, operator, fake):
+    request_id = ready_course(app, teacher, operator)
+    db = portal_of(app).db
+    page = teacher.get(f"/requests/{request_id}").text
+    assert 'id="ask-change"' in page
+    form = teacher.get(f"/requests/{request_id}/change")
+    assert form.status_code == 200 and "Change Python for everyone" in form.text and 'readonly="readonly"' in form.text
+    same = teacher.post(f"/requests/{request_id}/change", valid_form())
+    assert same.status_code == 400 and "nothing would change" in same.text and db.changes(request_id=request_id) == []
+    asked = teacher.post(f"/requests/{request_id}/change", valid_form(students="30", at_once="2", name="renamed"))
+    assert asked.status_code == 302
+    change = db.changes(request_id=request_id)[0]
+    assert change.state == "asked" and change.descriptor["name"] == "python-101", "a course keeps its name"
+    assert {c["path"] for c in change.changes} >= {"load.students"}
+    shown = operator.get(f"/requests/{request_id}").text
+    assert "waiting for your decision" in shown and "load.students" in shown and "Approve and apply" in shown
+    assert f"change #{change.id}" in operator.get("/operator/").text
+    assert "Approve and apply" not in teacher.get(f"/requests/{request_id}").text
+    assert teacher.post(f"/operator/changes/{change.id}/approve").status_code == 403
+    again = teacher.post(f"/requests/{request_id}/change", valid_form(students="40", at_once="2"))
+    assert again.status_code == 302 and len(db.changes(request_id=request_id)) == 1, "one change waits at a time"
+
+    fake.created.clear()
+    operator.get(f"/requests/{request_id}")
+    assert operator.post(f"/operator/changes/{change.id}/approve").status_code == 302
+    wait_for(lambda: db.request(request_id).state == "ready" and fake.created, what="applied")
+    assert fake.created == ["python-101"]
+    assert portal_of(app).store.get("python-101").descriptor["load"]["students"] == 30
+    assert db.request(request_id).descriptor["load"]["students"] == 30
+    assert db.change(change.id).state == "approved" and db.change(change.id).decided_by == OPERATOR
+    assert operator.post(f"/operator/changes/{change.id}/approve").status_code == 302
+    assert fake.created == ["python-101"], "a decided change is not applied twice"
+
+
+def test_a_rejected_change_leaves_the_course_as_it_runs(app, teacher, operator, fake):
+    request_id = ready_course(app, teacher, operator)
+    db = portal_of(app).db
+    teacher.get(f"/requests/{request_id}/change")
+    teacher.post(f"/requests/{request_id}/change", valid_form(students="30", at_once="2"))
+    change = db.changes(request_id=request_id)[0]
+    operator.get(f"/requests/{request_id}")
+    assert operator.post(f"/operator/changes/{change.id}/reject", {"reason": ""}).status_code == 302
+    assert db.change(change.id).state == "asked", "a rejection needs a reason"
+    operator.post(f"/operator/changes/{change.id}/reject", {"reason": "30 students need a bigger flavor; ask us"})
+    assert db.change(change.id).state == "rejected" and db.request(request_id).state == "ready"
+    assert db.request(request_id).descriptor["load"]["students"] == 5
+    assert "30 students need a bigger flavor" in teacher.get(f"/requests/{request_id}").text
