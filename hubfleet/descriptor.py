@@ -631,6 +631,11 @@ class Course(Strict):
         "docker", description="Where the hosts run: docker (embedded default, this machine) or openstack."
     )
     image: str = Field("hubfleet/notebook:latest", description="Notebook image every student gets.", max_length=255)
+    image_switch_at: dt.datetime | None = Field(
+        None, description="When a changed image (or limits) reaches every student at once: at this moment "
+        "(ISO 8601, UTC unless zoned) `hubfleet reconcile` stops the servers started before the course's last "
+        "change, and students start again into it, their files kept. Absent: each student gets it at their "
+        "next start.")
     authenticator: Authenticator = Field(description="How students log in: " + ", ".join(AUTH_KINDS) + ".")
     load: Load = Field(description="Expected load.")
     dates: Dates = Field(description="When the course runs.")

@@ -420,6 +420,31 @@ def as_a_student(store: StateStore, course: Course, url: str) -> dict:
             "login_note": kind.student_login_note}
 
 
+def stop_servers_started_before(store: StateStore, name: str, before: dt.datetime) -> list[str]:
+    """Stop every student's server started before `before` (the course's last change): their next start
+    runs the course's current image and limits; their volumes stay. The users whose server stopped."""
+    instance = store.get(name)
+    course = parse_recorded(instance.descriptor, source="recorded descriptor")
+    hosts = provider_for(store, name, instance.provider, lambda k, m: None).hosts()
+    token, url = store.get_secret(name, "hub-api-token"), instance.outputs.get("url")
+    if not token or not url:
+        raise HubfleetError(f"course {name!r} has no hub to ask yet", hint=f"run `hubfleet create` for {name}")
+    stopped = []
+    with tls.reaching(store.dir, course, hosts):
+        client = HubClient(url, token, verify=tls.trust(store.dir, course))
+        for user in client.users():
+            server = (user.get("servers") or {}).get("")
+            started = server and server.get("started")
+            if not started or user["name"] == PROBE_USER:
+                continue
+            if dt.datetime.fromisoformat(started.replace("Z", "+00:00")) < before:
+                client.stop_server(user["name"])
+                stopped.append(user["name"])
+    _recorder(store, name, None)("info", f"stopped {len(stopped)} server(s) started before {before:%Y-%m-%d %H:%M} "
+                                         "UTC: their next start runs the current image")
+    return stopped
+
+
 def _seats(url: str, token: str, verify: bool | str) -> dict | None:
     """The hub's seats and line, or None when it does not say (a hub from before the line, or down)."""
     try:

@@ -24,13 +24,13 @@ from typing import Callable, Literal
 
 from hubfleet.descriptor import Course, load_course, parse_recorded
 from hubfleet.errors import Busy, HubfleetError
-from hubfleet.lifecycle import course_status, create_course, destroy_course
+from hubfleet.lifecycle import course_status, create_course, destroy_course, stop_servers_started_before
 from hubfleet.site import TermSite, load_site_wide
 from hubfleet.state import Instance, StateStore
 from hubfleet.term import Phase, Term, moment, term_of
 
-Action = Literal["wait", "keep", "create", "finish", "apply", "banner", "repair", "destroy", "skip"]
-ACTING: frozenset[str] = frozenset({"create", "finish", "apply", "banner", "repair", "destroy"})
+Action = Literal["wait", "keep", "create", "finish", "apply", "banner", "switch", "repair", "destroy", "skip"]
+ACTING: frozenset[str] = frozenset({"create", "finish", "apply", "banner", "switch", "repair", "destroy"})
 MAX_DESCRIPTORS = 2_000  # a courses directory is a few hundred files; more is a wrong path
 UNFINISHED = ("planned", "provisioning", "configuring", "failed")
 
@@ -135,10 +135,22 @@ def decide(known: Known, term: Term, now: dt.datetime, *, healthy: Callable[[str
     banner = term.banner(now)
     if banner != (inst.outputs.get("announcement") or ""):
         return decision("banner", f"banner: {banner!r}" if banner else "banner removed")
+    switch = switch_moment(recorded)
+    if switch is not None and now >= switch and inst.outputs.get("image_switched") != switch.isoformat():
+        return decision("switch", f"image_switch_at {moment(switch)}: the servers started before the course's "
+                                  f"last change ({inst.outputs.get('configured_at', '?')}) stop; students start "
+                                  "again into the current image, their files kept")
     problems = healthy(known.name)
     if problems:
         return decision("repair", "unhealthy: " + "; ".join(problems))
     return decision("keep", "healthy" + (", students told to download their work" if banner else ""))
+
+
+def switch_moment(course: Course) -> dt.datetime | None:
+    at = course.image_switch_at
+    if at is None:
+        return None
+    return at.replace(tzinfo=dt.timezone.utc) if at.tzinfo is None else at.astimezone(dt.timezone.utc)
 
 
 def health_problems(store: StateStore, name: str) -> list[str]:
@@ -185,6 +197,13 @@ def act(store: StateStore, known: Known, term: Term, now: dt.datetime, decision:
     try:
         if decision.action == "destroy":
             destroy_course(store, known.name, archive=True, progress=progress, verbosity=verbosity)
+        elif decision.action == "switch":
+            instance = store.get(known.name)
+            configured = dt.datetime.fromisoformat(instance.outputs["configured_at"])
+            stopped = stop_servers_started_before(store, known.name, configured)
+            store.update(known.name, outputs={**store.get(known.name).outputs,
+                                              "image_switched": switch_moment(known.course).isoformat()})
+            decision.reason += f" ({len(stopped)} server(s) stopped)"
         else:
             create_course(store, known.course, progress=progress, verbosity=verbosity,
                           announcement=term.banner(now))

@@ -4,7 +4,7 @@ One course for the whole module (CI time is precious); the tests run in file ord
 last ones destroy it: killed with SIGKILL at each of its steps and run again until it is done,
 then every awkward entry a student made is checked in the archive. A second course lives a term
 beside it, driven by `hubfleet reconcile --now`: made before its start (the run killed half-way and
-finished by the next), changed live (a new image, more students) with the end-of-term banner, kept
+finished by the next), changed live (a new image, more students, everybody switched at a set moment) with the end-of-term banner, kept
 through its grace. Everything talks to 127.0.0.1 or to containers this run created.
 """
 
@@ -270,7 +270,9 @@ def test_a_new_image_and_more_students_go_live_with_the_banner_and_her_work_is_k
     subprocess.run(["docker", "build", "-q", "-t", image, "-"], check=True, capture_output=True, text=True,
                    input=f"FROM {term['data']['image']}\nENV HUBFLEET_TERM_IMAGE=next\n")
     try:
-        changed = {**term["data"], "image": image, "load": {**term["data"]["load"], "students": 40}}
+        switch = moments.notice_at + dt.timedelta(hours=2)  # everybody gets the new image then, at once
+        changed = {**term["data"], "image": image, "load": {**term["data"]["load"], "students": 40},
+                   "image_switch_at": switch.isoformat()}
         term["path"].write_text(yaml.safe_dump(changed))
         applied = reconcile(env, term, moments.notice_at + dt.timedelta(hours=1))
         assert f"{SECOND} [live] apply: done" in applied.stdout, applied.stdout
@@ -284,8 +286,11 @@ def test_a_new_image_and_more_students_go_live_with_the_banner_and_her_work_is_k
         home = bob.get(f"{url}/hub/home", timeout=30)
         assert 'id="hubfleet-banner"' in home.text and "Download your work before" in home.text
         assert "/services/export/" in home.text
-        # Her next start runs the new image, with her work.
-        stop_own_server(bob, url, "bob")
+        # At the switch moment her server (started before the change) is stopped; she starts again into
+        # the new image, with her work.
+        switched = reconcile(env, term, switch + dt.timedelta(minutes=5))
+        assert f"{SECOND} [live] switch: done" in switched.stdout and "(1 server(s) stopped)" in switched.stdout, \
+            switched.stdout
         start_own_server(bob, url, "bob")
         assert execute(server, mark, session=bob).output.strip() == "next"
         assert execute(server, "print(open('/home/jovyan/essay.md').read())", session=bob).output == "# bob, week 1\n\n"

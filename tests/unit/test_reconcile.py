@@ -117,7 +117,8 @@ class Fleet:
             store.update(course.name, status="failed")
             raise self.fail[course.name]
         store.upsert(course.name, provider="docker", descriptor=course.model_dump(mode="json"))
-        outputs = {**store.get(course.name).outputs, "announcement": announcement or ""}
+        outputs = {**store.get(course.name).outputs, "announcement": announcement or "",
+                   "configured_at": f"2027-01-{len(self.calls):02d}T00:00:00+00:00"}
         store.update(course.name, status="ready", outputs=outputs)
         self.problems.pop(course.name, None)  # converging mends it
 
@@ -138,6 +139,12 @@ def fleet(tmp_path, monkeypatch):
     monkeypatch.setattr(rec, "create_course", fake.create)
     monkeypatch.setattr(rec, "destroy_course", fake.destroy)
     monkeypatch.setattr(rec, "health_problems", fake.health)
+
+    def stop(store, name, before):
+        fake.calls.append(("stop", f"{name} before {before:%Y-%m-%d}"))
+        return ["alice", "bob"]
+
+    monkeypatch.setattr(rec, "stop_servers_started_before", stop)
     return fake
 
 
@@ -276,3 +283,24 @@ def test_the_examples_say_when_they_are_made():
     for path in sorted(EXAMPLES.glob("*.yaml")):
         term = term_of(load_course(path, today=dt.date.min), TermSite())
         assert term.warm_at < term.start_at < term.end_at < term.remove_at, path
+
+
+def test_a_new_image_reaches_everybody_at_the_switch_moment_once(fleet, tmp_path):
+    courses = tmp_path / "courses"
+    write(courses, "stats")
+    rec.reconcile(fleet.store, at("2027-01-09"), courses_dir=courses)  # made
+    changed = course_data("stats")
+    changed.update(image="hubfleet/notebook:next", image_switch_at="2027-01-20T08:00")
+    (courses / "stats.yaml").write_text(yaml.safe_dump(changed))
+
+    def run(when):
+        fleet.calls.clear()
+        return {d.course: d for d in rec.reconcile(fleet.store, at(when), courses_dir=courses)}["stats"]
+
+    assert run("2027-01-15").action == "apply"
+    assert run("2027-01-20T07:59").action == "keep", "before the switch: each at their next start"
+    switched = run("2027-01-20T08:00")
+    assert (switched.action, switched.outcome) == ("switch", "done") and "2 server(s) stopped" in switched.reason
+    applied_at = fleet.store.get("stats").outputs["configured_at"][:10]  # the apply's create
+    assert fleet.calls == [("stop", f"stats before {applied_at}")], "only servers started before the last change"
+    assert run("2027-01-20T08:15").action == "keep" and fleet.calls == [], "switched once"
