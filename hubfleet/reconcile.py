@@ -122,8 +122,13 @@ def decide(known: Known, term: Term, now: dt.datetime, *, healthy: Callable[[str
     if inst is None:
         return decision("create", f"due since {moment(term.warm_at)}")
     if inst.status == "archived":
-        return decision("skip", f"destroyed before its end ({inst.updated_at:%Y-%m-%d}); not made again — a new "
-                                "session of the course takes a new name")
+        before = (inst.descriptor.get("dates") or {})
+        now_dates = known.course.model_dump(mode="json")["dates"] if known.course else before
+        if (before.get("start"), before.get("end")) != (now_dates.get("start"), now_dates.get("end")):
+            return decision("create", f"a new session (dates {now_dates.get('start')} – {now_dates.get('end')}; "
+                                      f"the last one's archive is kept): due since {moment(term.warm_at)}")
+        return decision("skip", f"destroyed before its end ({inst.updated_at:%Y-%m-%d}); not made again — give "
+                                "the next session its own dates")
     if inst.status == "destroying":
         return decision("skip", "a destroy is under way: `hubfleet destroy` finishes it, reconcile does not undo it")
     if inst.status in UNFINISHED:

@@ -228,7 +228,7 @@ def test_what_reconcile_leaves_alone(fleet, tmp_path):
     early = {d.course: d for d in rec.reconcile(store, at("2026-12-20"))}
     assert early["early"].action == "keep" and "made early" in early["early"].reason
     live = {d.course: d for d in rec.reconcile(store, at("2027-01-20"))}
-    assert live["ended"].action == "skip" and "new name" in live["ended"].reason
+    assert live["ended"].action == "skip" and "its own dates" in live["ended"].reason
     assert live["going"].action == "skip" and "destroy" in live["going"].reason
     assert fleet.calls == []
 
@@ -304,3 +304,15 @@ def test_a_new_image_reaches_everybody_at_the_switch_moment_once(fleet, tmp_path
     applied_at = fleet.store.get("stats").outputs["configured_at"][:10]  # the apply's create
     assert fleet.calls == [("stop", f"stats before {applied_at}")], "only servers started before the last change"
     assert run("2027-01-20T08:15").action == "keep" and fleet.calls == [], "switched once"
+
+
+def test_a_new_session_of_an_archived_course_is_made_from_its_own_dates(fleet, tmp_path):
+    store = fleet.store
+    store.upsert("stats", provider="docker", descriptor=course("stats", start="2026-09-01", end="2026-12-15")
+                 .model_dump(mode="json"))
+    store.update("stats", status="archived")
+    courses = tmp_path / "courses"
+    write(courses, "stats", start="2027-01-10", end="2027-01-31")
+    made = {d.course: d for d in rec.reconcile(store, at("2027-01-09"), courses_dir=courses)}["stats"]
+    assert (made.action, made.outcome) == ("create", "done") and "a new session" in made.reason
+    assert store.get("stats").status == "ready"
