@@ -79,11 +79,12 @@ SHARED = {
     "test_browser_lti": "lti11-course", "test_lti11": "lti11-course",  # tests/support/lti_course.py
     "test_openstack_e2e": "dev-cloud", "test_openstack_bake": "dev-cloud",  # openstack_env.dev_cloud
     "test_openstack_provider": "dev-cloud",
+    "test_tls": "workshop-course", "test_workshop_e2e": "workshop-course",  # tests/support/workshop_course.py
 }
 # Minutes a unit took in a clean-clone run (docs/benchmarks.md); only the order matters.
 EXPECTED_MINUTES = {
-    "dev-cloud": 20, "test_swarm": 11, "test_rush": 12, "test_workshop_e2e": 9, "test_molecule": 4,
-    "test_teaching": 5, "test_portal_browser": 4, "test_tls": 4, "test_lti13": 3, "lti11-course": 3,
+    "dev-cloud": 17, "test_swarm": 10, "test_rush": 9, "workshop-course": 12, "test_molecule": 4,
+    "test_teaching": 5, "test_portal_browser": 4, "test_lti13": 4, "lti11-course": 5,
     "test_ldap": 3, "test_pressure": 6,
 }
 

@@ -2,8 +2,10 @@
 certbot renews it through the host's timer unit while a kernel's websocket stays open, testssl.sh
 rates the server, and bad TLS input stops create with a clear error before the hub is touched.
 
-One course for the module; tests run in file order. Everything talks to 127.0.0.1 or to containers
-this run created (pebble's network and the course's).
+On the workshop's course, shared with test_workshop_e2e.py (tests/support/workshop_course.py), before
+that module's tests; tests run in file order. The refused creates leave the hub as it was, and the
+workshop's re-run then converges with no change. Everything talks to 127.0.0.1 or to containers this
+run created (pebble's network and the course's).
 """
 
 from __future__ import annotations
@@ -28,17 +30,13 @@ import yaml
 from cryptography import x509
 
 from hubfleet import tls
-from hubfleet.providers.docker import acme_local
 from hubfleet.jupyter import _run_on_channel, cookie_for, login_with_password, start_own_server
-from tests.conftest import EXAMPLES, future
-from tests.integration.cli_helpers import hubfleet, labelled
-from tests.integration.conftest import unique_course_name
+from tests.integration.cli_helpers import hubfleet
+from tests.support.workshop_course import COURSE, DOMAIN, HUB, descriptor_data
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-COURSE = unique_course_name("t-tls")
-DOMAIN = f"{COURSE}.hub.localhost"
-HUB = f"{COURSE}-hub"
+pytest_plugins = ["tests.support.workshop_course"]
 
 
 def ensure_debian_packages(*packages: str) -> None:
@@ -52,46 +50,30 @@ def ensure_debian_packages(*packages: str) -> None:
 
 
 def write_descriptor(directory: Path, **changes) -> Path:
-    data = yaml.safe_load((EXAMPLES / "workshop.yaml").read_text())
-    data.update(name=COURSE, domain=DOMAIN, dates={"start": future(0), "end": future(7)},
-                tls={"acme_server": "local", "email": "teacher@example.edu"})
-    data.update(changes)
+    """The workshop's descriptor with `changes`: what an operator re-running create with a mistake gives."""
     path = directory / f"{COURSE}-{len(list(directory.iterdir()))}.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(descriptor_data(COURSE, **changes)))
     return path
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(workshop_env):
     ensure_debian_packages("pebble", "testssl.sh")
-    state = tmp_path_factory.mktemp("state")
-    yield {**os.environ, "HUBFLEET_STATE_DIR": str(state), "PYTHONUNBUFFERED": "1"}
-    acme_local.stop_local_acme(state)
+    return workshop_env
 
 
 @pytest.fixture(scope="module")
-def course(env, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("descriptors")
-    try:  # a create that fails still leaves hosts behind: remove them either way
-        started = time.monotonic()
-        created = hubfleet(env, "create", str(write_descriptor(directory)), "--no-probe")
-        seconds = time.monotonic() - started
-        status = json.loads(hubfleet(env, "status", COURSE, "--json", "--no-probe").stdout)
-        hub = next(h for h in status["hosts"] if h["role"] == "hub")
-        root = Path(env["HUBFLEET_STATE_DIR"]) / "acme-local" / "root.pem"
-        print(f"create with a certificate from pebble: {seconds:.0f} s")
-        yield {"output": created.stdout + created.stderr, "status": status, "url": status["outputs"]["url"],
-               "https": hub["https_port"], "http": hub["http_port"], "root": str(root), "dir": directory}
-    finally:
-        if labelled(COURSE):
-            hubfleet(env, "destroy", COURSE, "--yes", "--no-archive", check=False)
+def course(env, workshop):
+    """The workshop (tests/support/workshop_course.py), its certificate from the embedded pebble."""
+    print(f"create with a certificate from pebble: {workshop['seconds']:.0f} s")
+    return workshop
 
 
 @contextmanager
 def as_a_browser(course: dict) -> Iterator[None]:
-    """The domain resolves to 127.0.0.1 and pebble's root is trusted, as in a browser that imported it."""
-    with tls.resolving_to_loopback(DOMAIN), tls.trusting(Path(course["root"])):
-        yield
+    """The session's course already resolves to 127.0.0.1 and trusts pebble's root, as a browser that
+    imported it (tests/support/workshop_course.py)."""
+    yield
 
 
 def served_certificate(port: int, cafile: str | None = None) -> x509.Certificate:

@@ -18,7 +18,6 @@ import signal
 import subprocess
 import tarfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -35,56 +34,28 @@ from hubfleet.term import moment, term_of
 from hubfleet.usernames import HEALTH_LOGIN, PROBE_USER, typed_username
 from tests.conftest import EXAMPLES, future
 from tests.integration.cli_helpers import HUBFLEET, hubfleet, labelled
-from tests.integration.conftest import unique_course_name
 from tests.support import awkward
+from tests.support.workshop_course import COURSE, SECOND
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-COURSE = unique_course_name("t-workshop")  # unique per run: other runs may share this Docker engine
-SECOND = unique_course_name("t-second")
+pytest_plugins = ["tests.support.workshop_course"]
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    state = tmp_path_factory.mktemp("state")
-    yield {**os.environ, "HUBFLEET_STATE_DIR": str(state), "PYTHONUNBUFFERED": "1"}
-    acme_local.stop_local_acme(state)  # the embedded ACME server the workshop's HTTPS came from
+def env(workshop_env):
+    return workshop_env
 
 
 @pytest.fixture(scope="module", autouse=True)
-def as_a_browser(env):
-    """This process opens https://<course>.hub.localhost:<port> as Chromium does (*.localhost is loopback),
-    its websockets trusting the embedded CA's root as a student who imported it (requests: see `course`)."""
-    root = Path(env["HUBFLEET_STATE_DIR"]) / "acme-local" / "root.pem"
-    with ExitStack() as stack, pytest.MonkeyPatch.context() as patch:
-        for name in (COURSE, SECOND):
-            stack.enter_context(tls.resolving_to_loopback(f"{name}.hub.localhost"))
-        patch.setenv("WEBSOCKET_CLIENT_CA_BUNDLE", str(root))
-        yield root
-
-
-def descriptor(tmp_path_factory, name: str) -> Path:
-    data = yaml.safe_load((EXAMPLES / "workshop.yaml").read_text())
-    data.update(name=name, domain=f"{name}.hub.localhost", dates={"start": future(0), "end": future(7)})
-    path = tmp_path_factory.mktemp(name) / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+def as_a_browser(workshop_browser):
+    return workshop_browser
 
 
 @pytest.fixture(scope="module")
-def course(env, tmp_path_factory, as_a_browser):
-    """Create the workshop once; yields what the tests need to reach it."""
-    path = descriptor(tmp_path_factory, COURSE)
-    started = time.monotonic()
-    proc = hubfleet(env, "create", str(path))
-    seconds = time.monotonic() - started
-    creds = json.loads(hubfleet(env, "credentials", COURSE, "--json").stdout)
-    status = json.loads(hubfleet(env, "status", COURSE, "--json", "--no-probe").stdout)
-    with tls.trusting(as_a_browser):  # pebble's root exists once create has started it
-        yield {"path": path, "output": proc.stdout + proc.stderr, "url": status["url"], "creds": creds,
-               "seconds": seconds}
-    if labelled(COURSE):  # a failed test left it behind: remove it without an archive
-        hubfleet(env, "destroy", COURSE, "--yes", "--no-archive", check=False)
+def course(workshop):
+    """The workshop (tests/support/workshop_course.py): made once, test_tls.py's checks already run on it."""
+    return workshop
 
 
 def test_create_prints_url_and_how_to_log_in(course, as_a_browser):

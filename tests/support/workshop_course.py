@@ -1,0 +1,80 @@
+"""The workshop course shared by test_tls.py and test_workshop_e2e.py (pytest plugin: one course per run).
+
+A create costs a worker two to three minutes; the TLS checks (pebble's certificate over HTTP-01,
+testssl.sh, a forced renewal, refused TLS input) need nothing but a workshop with a certificate
+from the embedded ACME server, which the workshop is. Both modules are one unit of the suite
+(tests/integration/conftest.py's SHARED), so they run on one worker, test_tls.py first; the
+workshop's own last tests destroy the course (and the second course beside it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hubfleet import tls
+from hubfleet.providers.docker import acme_local
+from tests.conftest import EXAMPLES, future
+from tests.integration.cli_helpers import hubfleet, labelled
+from tests.integration.conftest import unique_course_name
+
+COURSE = unique_course_name("t-workshop")  # unique per run: other runs may share this Docker engine
+SECOND = unique_course_name("t-second")
+DOMAIN = f"{COURSE}.hub.localhost"
+HUB = f"{COURSE}-hub"
+
+
+def descriptor_data(name: str, **changes) -> dict:
+    data = yaml.safe_load((EXAMPLES / "workshop.yaml").read_text())
+    data.update(name=name, domain=f"{name}.hub.localhost", dates={"start": future(0), "end": future(7)})
+    data.update(changes)
+    return data
+
+
+@pytest.fixture(scope="session")
+def workshop_env(tmp_path_factory):
+    state = tmp_path_factory.mktemp("state")
+    yield {**os.environ, "HUBFLEET_STATE_DIR": str(state), "PYTHONUNBUFFERED": "1"}
+    acme_local.stop_local_acme(state)  # the embedded ACME server the workshop's HTTPS came from
+
+
+@pytest.fixture(scope="session")
+def workshop_browser(workshop_env):
+    """This process opens https://<course>.hub.localhost:<port> as Chromium does (*.localhost is loopback),
+    its websockets trusting the embedded CA's root as a student who imported it (requests: see `workshop`)."""
+    root = Path(workshop_env["HUBFLEET_STATE_DIR"]) / "acme-local" / "root.pem"
+    with ExitStack() as stack, pytest.MonkeyPatch.context() as patch:
+        for name in (COURSE, SECOND):
+            stack.enter_context(tls.resolving_to_loopback(f"{name}.hub.localhost"))
+        patch.setenv("WEBSOCKET_CLIENT_CA_BUNDLE", str(root))
+        yield root
+
+
+@pytest.fixture(scope="session")
+def workshop(workshop_env, workshop_browser, tmp_path_factory):
+    """Create the workshop once; yields what the tests need to reach it. Removed at the end if a test
+    did not (the workshop's last tests destroy it with its archive)."""
+    directory = tmp_path_factory.mktemp(COURSE)
+    path = directory / f"{COURSE}.yaml"
+    path.write_text(yaml.safe_dump(descriptor_data(COURSE)))
+    try:
+        started = time.monotonic()
+        proc = hubfleet(workshop_env, "create", str(path))
+        seconds = time.monotonic() - started
+        creds = json.loads(hubfleet(workshop_env, "credentials", COURSE, "--json").stdout)
+        status = json.loads(hubfleet(workshop_env, "status", COURSE, "--json", "--no-probe").stdout)
+        hub = next(h for h in status["hosts"] if h["role"] == "hub")
+        with tls.trusting(workshop_browser):  # pebble's root exists once create has started it
+            yield {"path": path, "output": proc.stdout + proc.stderr, "url": status["url"], "creds": creds,
+                   "seconds": seconds, "status": status, "https": hub["https_port"], "http": hub["http_port"],
+                   "root": str(workshop_browser), "dir": directory}
+    finally:
+        for name in (COURSE, SECOND):
+            if labelled(name):
+                hubfleet(workshop_env, "destroy", name, "--yes", "--no-archive", check=False)
