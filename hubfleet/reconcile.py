@@ -203,8 +203,11 @@ def act(store: StateStore, known: Known, term: Term, now: dt.datetime, decision:
         if decision.action == "destroy":
             destroy_course(store, known.name, archive=True, progress=progress, verbosity=verbosity)
         elif decision.action == "switch":
-            instance = store.get(known.name)
-            configured = dt.datetime.fromisoformat(instance.outputs["configured_at"])
+            configured_at = store.get(known.name).outputs.get("configured_at")
+            if not configured_at:
+                raise HubfleetError(f"course {known.name!r} records no configuration time to compare servers with",
+                                    hint=f"run `hubfleet create` for {known.name} once, then reconcile again")
+            configured = dt.datetime.fromisoformat(configured_at)
             stopped = stop_servers_started_before(store, known.name, configured)
             store.update(known.name, outputs={**store.get(known.name).outputs,
                                               "image_switched": switch_moment(known.course).isoformat()})
