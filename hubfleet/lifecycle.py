@@ -160,6 +160,7 @@ def create_course(store: StateStore, course: Course, *, progress: Progress | Non
         if existing and existing.status not in ("archived",) and existing.provider != course.provider:
             raise HubfleetError(f"course {course.name!r} already runs on {existing.provider}",
                                 hint="destroy it first, or keep provider: " + existing.provider)
+        running = existing if existing and existing.status == "ready" else None
         store.upsert(course.name, provider=course.provider, descriptor=course.model_dump(mode="json"))
         record = _recorder(store, course.name, progress)
         store.update(course.name, status="provisioning", error=None)
@@ -168,8 +169,14 @@ def create_course(store: StateStore, course: Course, *, progress: Progress | Non
                              {"flavors": str(flavors) if flavors else None, "hosts_wanted": hosts}, trust_variables,
                              extra_hosts, announcement)
         except HubfleetError as exc:
-            store.update(course.name, status="failed", error=str(exc))
-            record("failed", str(exc))
+            if running is not None and store.get(course.name).status == "provisioning":
+                # Refused before any host was configured (a pre-flight: TLS, the image): the course runs as
+                # it did, and its record says so; the refusal is in its events.
+                store.update(course.name, descriptor=running.descriptor, status="ready", error=None)
+                record("failed", f"not applied, the course runs as before: {exc}")
+            else:
+                store.update(course.name, status="failed", error=str(exc))
+                record("failed", str(exc))
             raise
         except KeyboardInterrupt:
             store.update(course.name, status="failed", error="interrupted; run create again to finish")

@@ -216,9 +216,13 @@ def test_forced_renewal_is_served_and_an_open_kernel_websocket_survives(course, 
 
 def _rejected(env, course, path: Path, code: int) -> str:
     before = served_certificate(course["https"], cafile=course["root"]).serial_number
+    recorded = json.loads(hubfleet(env, "status", COURSE, "--json", "--no-probe").stdout)
     proc = hubfleet(env, "create", str(path), "--no-probe", check=False)
     assert proc.returncode == code, proc.stdout + proc.stderr
     assert served_certificate(course["https"], cafile=course["root"]).serial_number == before
+    after = json.loads(hubfleet(env, "status", COURSE, "--json", "--no-probe").stdout)
+    assert (after["status"], after["domain"], after["url"]) == ("ready", recorded["domain"], recorded["url"]), \
+        "the record still says what runs: bad input changes nothing"
     with as_a_browser(course):
         assert requests.get(f"{course['url']}/hub/api/", timeout=10).ok, "hub left as it was"
     return proc.stderr
