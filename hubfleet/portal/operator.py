@@ -22,6 +22,27 @@ bp = Blueprint("operator", __name__, url_prefix="/operator")
 MAX_REASON = 2000
 
 
+def _one_line(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\n", " ").replace("\t", " ")
+
+
+def reason_problem(reason: str) -> str | None:
+    """Why an operator's reason for rejecting (a request or a change) cannot be sent to the teacher."""
+    if not reason:
+        return "give a reason — the teacher reads it"
+    if len(reason) > MAX_REASON:
+        return f"is {len(reason)} characters long — keep it under {MAX_REASON}"
+    return text_problem(_one_line(reason))
+
+
+def _change(change_id: int):
+    """An asked-for change and its request, as the operator may see them; 404 otherwise."""
+    change = portal().db.change(change_id) if 0 < change_id <= 2**62 else None
+    if change is None:
+        abort(404, description="No such change.")
+    return change, visible_request(change.request_id)
+
+
 def _dashboard(reject_errors: dict[int, str] | None = None, reasons: dict[int, str] | None = None, status=200):
     p = portal()
     pending = p.db.requests(states=(REQUESTED,))
@@ -82,12 +103,9 @@ def reject(request_id: int):
     p, user = portal(), current_user()
     row = visible_request(request_id)
     reason = request.form.get("reason", "").strip()
-    problem = text_problem(reason.replace("\r\n", "\n").replace("\n", " ").replace("\t", " "))
-    if not reason or len(reason) > MAX_REASON or problem:
-        why = ("give a reason — the teacher reads it" if not reason
-               else f"is {len(reason)} characters long — keep it under {MAX_REASON}" if len(reason) > MAX_REASON
-               else problem)
-        shown = "" if problem else reason[:MAX_REASON]
+    why = reason_problem(reason)
+    if why:
+        shown = "" if text_problem(_one_line(reason)) else reason[:MAX_REASON]
         return _dashboard({row.id: why}, {row.id: shown}, status=400)
     updated = p.db.update_request(row.id, expect=(REQUESTED,), state=REJECTED, reason=reason, decided_by=user.login)
     if updated is None:
@@ -105,10 +123,7 @@ def approve_change(change_id: int):
     """Apply a teacher's change: the request takes the new descriptor and create runs again (it converges:
     a new image on every host first, students' volumes kept, running servers left as they are)."""
     p, user = portal(), current_user()
-    change = p.db.change(change_id) if 0 < change_id <= 2**62 else None
-    if change is None:
-        abort(404, description="No such change.")
-    row = visible_request(change.request_id)
+    change, row = _change(change_id)
     if row.state != READY:
         flash(f"Request #{row.id} is {row.state}: a change is applied to a ready course only.", "error")
         return redirect(url_for("portal.show_request", request_id=row.id))
@@ -130,16 +145,11 @@ def approve_change(change_id: int):
 @operator_only
 def reject_change(change_id: int):
     p, user = portal(), current_user()
-    change = p.db.change(change_id) if 0 < change_id <= 2**62 else None
-    if change is None:
-        abort(404, description="No such change.")
-    row = visible_request(change.request_id)
+    change, row = _change(change_id)
     reason = request.form.get("reason", "").strip()
-    problem = text_problem(reason.replace("\r\n", "\n").replace("\n", " ").replace("\t", " "))
-    if not reason or len(reason) > MAX_REASON or problem:
-        flash("Not rejected: " + ("give a reason — the teacher reads it" if not reason else
-                                  f"the reason is {len(reason)} characters long — keep it under {MAX_REASON}"
-                                  if len(reason) > MAX_REASON else f"the reason {problem}"), "error")
+    why = reason_problem(reason)
+    if why:
+        flash(f"Not rejected: the reason {why}" if reason else f"Not rejected: {why}", "error")
         return redirect(url_for("portal.show_request", request_id=row.id))
     if p.db.decide_change(change.id, CHANGE_REJECTED, by=user.login, reason=reason) is None:
         flash(f"Change #{change.id} was already decided: nothing was changed.", "error")
