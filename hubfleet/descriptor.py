@@ -515,7 +515,9 @@ DEFAULT_PRESSURE_TIMEOUT = 600
 
 
 class Culling(Strict):
-    idle_timeout: int = Field(3600, ge=300, le=7 * 86400, description="Seconds before an idle server is stopped.")
+    idle_timeout: int = Field(3600, ge=300, le=7 * 86400, description="Seconds before an idle server is stopped "
+                              "(checked each minute). A kernel running code is activity: a computation is never "
+                              "stopped as idle; max_age still ends it.")
     max_age: int = Field(0, ge=0, le=366 * 86400,
                          description="Stop servers older than this many seconds (0 = never; at most a year).")
     pressure_timeout: int | None = Field(
