@@ -22,15 +22,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import websocket
 import yaml
 
 from hubfleet.archive import FORMAT
 from hubfleet.jupyter import (
-    _ws_url,
     cookie_for,
     execute,
-    execute_request,
     login_with_password,
     start_own_server,
     stop_own_server,
@@ -46,6 +43,7 @@ from tests.support.courses import (
     hubfleet,
     reaching,
     service_client,
+    start_computing,
     write_descriptor,
 )
 
@@ -77,30 +75,6 @@ def course(tmp_path_factory) -> TestCourse:
         destroy_course(env, name)
 
 
-def start_computing(course: TestCourse, session, user: str, code: str) -> str:
-    """Start a kernel and send it code without waiting for the answer (the kernel goes on): its id."""
-    server = f"{course.url}/user/{user}"
-    xsrf = {"X-XSRFToken": cookie_for(session, "_xsrf", f"/user/{user}") or ""}
-    kernel = session.post(f"{server}/api/kernels", json={"name": "python3"}, headers=xsrf, timeout=30)
-    kernel.raise_for_status()
-    kernel_id = kernel.json()["id"]
-    cookie = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
-    ws = websocket.create_connection(_ws_url(f"{server}/api/kernels/{kernel_id}/channels"),
-                                     header=[f"Cookie: {cookie}", f"X-XSRFToken: {xsrf['X-XSRFToken']}"],
-                                     timeout=30, sslopt={"ca_certs": course.verify} if isinstance(course.verify, str)
-                                     else {})
-    try:
-        ws.send(execute_request(code)[1])
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # until the kernel says it is busy with it
-            message = json.loads(ws.recv())
-            if message.get("msg_type") == "status" and message["content"].get("execution_state") == "busy":
-                break
-    finally:
-        ws.close()
-    return kernel_id
-
-
 def kernels(course: TestCourse, session, user: str) -> list[dict]:
     return session.get(f"{course.url}/user/{user}/api/kernels", timeout=30).json()
 
@@ -109,7 +83,7 @@ def test_an_idle_server_is_stopped_for_a_waiting_student_and_a_busy_one_is_kept(
     password = course.extra["password"]
     bob = login_with_password(course.url, "bob", password, verify=course.verify)
     start_own_server(bob, course.url, "bob")
-    computing = start_computing(course, bob, "bob", f"import time\ntime.sleep({BUSY})")
+    computing = start_computing(course.url, bob, "bob", f"import time\ntime.sleep({BUSY})", verify=course.verify)
     carol = login_with_password(course.url, "carol", password, verify=course.verify)
     start_own_server(carol, course.url, "carol")  # opens JupyterLab, then nothing
     carol_in = time.monotonic()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import json
 import os
 import re
 import socket
@@ -24,12 +25,13 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import requests
+import websocket
 import yaml
 
 from hubfleet import tls
 from hubfleet.providers.docker import acme_local
 from hubfleet.descriptor import parse_course
-from hubfleet.jupyter import HubClient
+from hubfleet.jupyter import HubClient, _ws_url, cookie_for, execute_request
 from hubfleet.providers.docker import LABEL_COURSE, LABEL_MANAGED, DockerProvider
 from hubfleet.state import StateStore
 from tests.conftest import future
@@ -165,3 +167,27 @@ def username_in(url: str) -> str:
         if marker in parts[:3] and len(parts) > parts.index(marker) + 1 and parts[1] in ("hub", "user"):
             return unquote(parts[parts.index(marker) + 1])
     return ""
+
+
+def start_computing(url: str, session, user: str, code: str, *, verify: bool | str = True) -> str:
+    """Start a kernel and send it code without waiting for the answer (the kernel goes on): its id."""
+    server = f"{url}/user/{user}"
+    xsrf = {"X-XSRFToken": cookie_for(session, "_xsrf", f"/user/{user}") or ""}
+    kernel = session.post(f"{server}/api/kernels", json={"name": "python3"}, headers=xsrf, timeout=30)
+    kernel.raise_for_status()
+    kernel_id = kernel.json()["id"]
+    cookie = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
+    ws = websocket.create_connection(_ws_url(f"{server}/api/kernels/{kernel_id}/channels"),
+                                     header=[f"Cookie: {cookie}", f"X-XSRFToken: {xsrf['X-XSRFToken']}"],
+                                     timeout=30, sslopt={"ca_certs": verify} if isinstance(verify, str)
+                                     else {})
+    try:
+        ws.send(execute_request(code)[1])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until the kernel says it is busy with it
+            message = json.loads(ws.recv())
+            if message.get("msg_type") == "status" and message["content"].get("execution_state") == "busy":
+                break
+    finally:
+        ws.close()
+    return kernel_id

@@ -19,15 +19,19 @@ import pytest
 import yaml
 
 from hubfleet import tls
+from hubfleet.jupyter import login_with_password, start_own_server
 from hubfleet.providers.docker import acme_local
 from tests.conftest import EXAMPLES, future
 from tests.integration.cli_helpers import hubfleet, labelled
 from tests.integration.conftest import unique_course_name
+from tests.support.courses import start_computing
 
 COURSE = unique_course_name("t-workshop")  # unique per run: other runs may share this Docker engine
 SECOND = unique_course_name("t-second")
 DOMAIN = f"{COURSE}.hub.localhost"
 HUB = f"{COURSE}-hub"
+IDLE_TIMEOUT = 300  # the workshop's culling.idle_timeout here: the shortest a descriptor takes
+COMPUTING = "import time\ntime.sleep(3600)  # prints nothing: only its kernel's being busy says she is working"
 
 
 def descriptor_data(name: str, **changes) -> dict:
@@ -62,7 +66,7 @@ def workshop(workshop_env, workshop_browser, tmp_path_factory):
     did not (the workshop's last tests destroy it with its archive)."""
     directory = tmp_path_factory.mktemp(COURSE)
     path = directory / f"{COURSE}.yaml"
-    path.write_text(yaml.safe_dump(descriptor_data(COURSE)))
+    path.write_text(yaml.safe_dump(descriptor_data(COURSE, culling={"idle_timeout": IDLE_TIMEOUT})))
     try:
         started = time.monotonic()
         proc = hubfleet(workshop_env, "create", str(path))
@@ -71,10 +75,24 @@ def workshop(workshop_env, workshop_browser, tmp_path_factory):
         status = json.loads(hubfleet(workshop_env, "status", COURSE, "--json", "--no-probe").stdout)
         hub = next(h for h in status["hosts"] if h["role"] == "hub")
         with tls.trusting(workshop_browser):  # pebble's root exists once create has started it
+            idle = start_idle_and_computing(status["url"], creds)
             yield {"path": path, "output": proc.stdout + proc.stderr, "url": status["url"], "creds": creds,
                    "seconds": seconds, "status": status, "https": hub["https_port"], "http": hub["http_port"],
-                   "root": str(workshop_browser), "dir": directory}
+                   "root": str(workshop_browser), "dir": directory, "culling": idle}
     finally:
         for name in (COURSE, SECOND):
             if labelled(name):
                 hubfleet(workshop_env, "destroy", name, "--yes", "--no-archive", check=False)
+
+
+def start_idle_and_computing(url: str, creds: dict) -> dict:
+    """The teacher (a course admin: the admin password) opens JupyterLab and leaves; the student "kim" starts
+    a silent computation. What test_workshop_e2e.py's culling test needs to look at them later."""
+    teacher = login_with_password(url, "teacher", creds["admin-password"])
+    start_own_server(teacher, url, "teacher")
+    teacher_in = time.time()
+    kim = login_with_password(url, "kim", creds["shared-password"])
+    start_own_server(kim, url, "kim")
+    kernel = start_computing(url, kim, "kim", COMPUTING)
+    return {"teacher_in": teacher_in, "kim": kim, "kernel": kernel, "computing_since": time.time()}
+
