@@ -381,12 +381,12 @@ def _grow(live: LiveCourse, decision: Decision, progress: Progress, verbosity: i
 
 def _shrink(live: LiveCourse, decision: Decision, progress: Progress) -> None:
     """Remove the empty last host (the caller holds the course's lock)."""
-    from hubfleet.lifecycle import _recorder, _remove_empty_hosts
+    from hubfleet.lifecycle import recorder, _remove_empty_hosts
 
     if not live.hosts or live.hosts[-1].name != decision.host:
         raise ProvisionError(f"{decision.host} is not the last host of {live.name}: not removing it")
     _remove_empty_hosts(live.store, live.store.get(live.name), len(live.hosts) - 1,
-                        _recorder(live.store, live.name, progress))
+                        recorder(live.store, live.name, progress))
     _note(live, "ok", f"autoscale: removed {decision.host}; the course has {len(live.provider.hosts())} host(s)")
 
 

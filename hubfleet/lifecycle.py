@@ -10,9 +10,10 @@ import datetime as dt
 import shutil
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from hubfleet import ansible, course_image, peers, teaching, tls, trust
 from hubfleet.authenticators import ADMIN_USER, kind_of
@@ -30,8 +31,9 @@ from hubfleet.usernames import spawner_escape
 
 Progress = Callable[[str, str], None]  # (kind, message)
 
-# What a create keeps of the course's outputs: the elastic hosts and their decisions, the term's banner.
-KEPT_OUTPUTS = ("elastic", "announcement")
+# What a create keeps of the course's outputs: the elastic hosts and their decisions, the term's banner,
+# the session's last backup (hubfleet/backups.py; destroy forgets it).
+KEPT_OUTPUTS = ("elastic", "announcement", "backup")
 VOLUME_PREFIX = "hubfleet-user-"  # one volume per student: <prefix><username as DockerSpawner escapes it>
 PROBE_VOLUME = VOLUME_PREFIX + spawner_escape(PROBE_USER)  # the health probe's: no student's name escapes to it
 
@@ -45,7 +47,7 @@ class CreateResult:
     changed: int
 
 
-def _recorder(store: StateStore, name: str, progress: Progress | None) -> Progress:
+def recorder(store: StateStore, name: str, progress: Progress | None) -> Progress:
     def record(kind: str, message: str) -> None:
         if kind in ("step", "task", "failed", "info", "ok"):
             store.add_event(name, kind, message)
@@ -162,7 +164,7 @@ def create_course(store: StateStore, course: Course, *, progress: Progress | Non
                                 hint="destroy it first, or keep provider: " + existing.provider)
         running = existing if existing and existing.status == "ready" else None
         store.upsert(course.name, provider=course.provider, descriptor=course.model_dump(mode="json"))
-        record = _recorder(store, course.name, progress)
+        record = recorder(store, course.name, progress)
         store.update(course.name, status="provisioning", error=None)
         try:
             result = _create(store, course, plan, record, probe, verbosity,
@@ -266,7 +268,7 @@ def scale_course(store: StateStore, name: str, count: int, *, progress: Progress
     plan_for(store, course, flavors=flavors, hosts=count)  # refuses a count the load does not fit, first
     if count < len(instance.hosts):
         with store.lock(name, "scale"):
-            _remove_empty_hosts(store, instance, count, _recorder(store, name, progress))
+            _remove_empty_hosts(store, instance, count, recorder(store, name, progress))
     # The operator's count is the plan from now on: elastic hosts within it are planned ones.
     return create_course(store, course, progress=progress, probe=False, verbosity=verbosity, hosts=count,
                          extra_hosts=0)
@@ -427,18 +429,24 @@ def as_a_student(store: StateStore, course: Course, url: str) -> dict:
             "login_note": kind.student_login_note}
 
 
-def stop_servers_started_before(store: StateStore, name: str, before: dt.datetime) -> list[str]:
-    """Stop every student's server started before `before` (the course's last change): their next start
-    runs the course's current image and limits; their volumes stay. The users whose server stopped."""
+@contextmanager
+def service_client(store: StateStore, name: str, *, timeout: float = 30) -> Iterator[HubClient]:
+    """The course's hub API as the hubfleet service, reachable from this process inside the block."""
     instance = store.get(name)
     course = parse_recorded(instance.descriptor, source="recorded descriptor")
     hosts = provider_for(store, name, instance.provider, lambda k, m: None).hosts()
     token, url = store.get_secret(name, "hub-api-token"), instance.outputs.get("url")
     if not token or not url:
         raise HubfleetError(f"course {name!r} has no hub to ask yet", hint=f"run `hubfleet create` for {name}")
-    stopped = []
     with tls.reaching(store.dir, course, hosts):
-        client = HubClient(url, token, verify=tls.trust(store.dir, course))
+        yield HubClient(url, token, verify=tls.trust(store.dir, course), timeout=timeout)
+
+
+def stop_servers_started_before(store: StateStore, name: str, before: dt.datetime) -> list[str]:
+    """Stop every student's server started before `before` (the course's last change): their next start
+    runs the course's current image and limits; their volumes stay. The users whose server stopped."""
+    stopped = []
+    with service_client(store, name) as client:
         for user in client.users():
             server = (user.get("servers") or {}).get("")
             started = server and server.get("started")
@@ -447,7 +455,7 @@ def stop_servers_started_before(store: StateStore, name: str, before: dt.datetim
             if dt.datetime.fromisoformat(started.replace("Z", "+00:00")) < before:
                 client.stop_server(user["name"])
                 stopped.append(user["name"])
-    _recorder(store, name, None)("info", f"stopped {len(stopped)} server(s) started before {before:%Y-%m-%d %H:%M} "
+    recorder(store, name, None)("info", f"stopped {len(stopped)} server(s) started before {before:%Y-%m-%d %H:%M} "
                                          "UTC: their next start runs the current image")
     return stopped
 
@@ -472,7 +480,7 @@ def destroy_course(store: StateStore, name: str, *, archive: bool = True,
         instance = store.get(name)
         if instance.status == "archived":
             raise HubfleetError(f"course {name!r} is already archived: {instance.outputs.get('archive', '')}")
-        record = _recorder(store, name, progress)
+        record = recorder(store, name, progress)
         provider = provider_for(store, name, instance.provider, record)
         if instance.status == "destroying":
             step = (instance.outputs.get("destroy") or {}).get("step", "?")
@@ -537,7 +545,7 @@ def _archive_step(store: StateStore, instance: Instance, provider: Provider, rec
     restore = store.restore_dir() / f"{instance.name}-{stamp}.hub.tar"
     _set_step(store, instance.name, "archiving", was=was, archive_path=str(out), restore_path=str(restore))
     try:
-        summary = _archive(store, instance, provider, record, verbosity, out, restore)
+        summary = archive_work(store, instance, provider, record, verbosity, out, restore)
     except ArchiveError as exc:
         for unfinished in (out, restore):  # nothing points at them any more
             unfinished.unlink(missing_ok=True)
@@ -566,6 +574,7 @@ def _remove_step(store: StateStore, name: str, provider: Provider, record: Progr
                    archived_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     outputs.pop("url", None)
     outputs.pop("destroy", None)
+    outputs.pop("backup", None)  # the session's backups stay in the archive folder; the next session has its own
     instance = store.update(name, status="archived", hosts=[], outputs=outputs, error=None)
     _release_embedded_acme(store, instance, record)
 
@@ -580,8 +589,12 @@ def _release_embedded_acme(store: StateStore, gone: Instance, record: Progress) 
     acme_local.stop_local_acme(store.dir)
 
 
-def _archive(store: StateStore, instance: Instance, provider: Provider, record: Progress,
-             verbosity: int, out: Path, restore: Path) -> ArchiveSummary:
+def archive_work(store: StateStore, instance: Instance, provider: Provider, record: Progress,
+                 verbosity: int, out: Path, restore: Path) -> ArchiveSummary:
+    """Every host's students' work into `out` (and the hub's data into `restore`), read back and verified.
+
+    The hub and the students' servers are stopped for it (playbooks/archive.yml): destroy removes the
+    hosts next, a backup (hubfleet/backups.py) starts the hub again."""
     hosts = provider.hosts()
     recorded = {h["name"] for h in instance.hosts}
     missing = recorded - {h.name for h in hosts}
