@@ -44,12 +44,12 @@ class ArchiveEntry:
 
 
 def _recorded(store: StateStore) -> dict[Path, dict]:
-    """{archive path: what destroy recorded} for every course of the state store, archived or re-created."""
+    """{archive path: what destroy (or a live course's last backup) recorded} for every course of the store."""
     found = {}
     for instance in store.all():
-        archive = instance.outputs.get("archive")
-        if isinstance(archive, dict) and archive.get("path"):
-            found[Path(archive["path"]).resolve()] = archive
+        for archive in (instance.outputs.get("archive"), instance.outputs.get("backup")):
+            if isinstance(archive, dict) and archive.get("path"):
+                found[Path(archive["path"]).resolve()] = archive
     return found
 
 

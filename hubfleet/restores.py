@@ -91,8 +91,11 @@ def read_student(archive: Path, user: str, dest: Path) -> tuple[str, Path]:
 
 
 def restore_student(store: StateStore, archive: Path, user: str, course: str, *, progress=None,
-                    verbosity: int = 0) -> Restored:
-    """Restore `user`'s files from `archive` into the live `course` (see the module's docstring)."""
+                    verbosity: int = 0, only_new: bool = False) -> Restored | None:
+    """Restore `user`'s files from `archive` into the live `course` (see the module's docstring).
+
+    With only_new (after hosts vanished, hubfleet/backups.py), a student whose volume is there keeps it
+    untouched: None, nothing restored."""
     from hubfleet.elastic import LiveCourse
     from hubfleet.lifecycle import VOLUME_PREFIX, course_inventory
 
@@ -122,16 +125,20 @@ def restore_student(store: StateStore, archive: Path, user: str, course: str, *,
                                          "run the same command again") from None
             try:
                 progress("step", f"restoring one student's files into {folder} on {host} (unpacked, then compared)")
-                ansible.run_playbook(
+                ran = ansible.run_playbook(
                     "restore_student.yml", workdir=store.instance_dir(course),
                     inventory=course_inventory(store, course, live.hosts, live.provider), progress=progress,
                     verbosity=verbosity,
                     variables={"restore_host": host, "restore_volume": VOLUME_PREFIX + spawner_escape(user),
                                "restore_folder": folder, "restore_archive": str(copy),
-                               "restore_image": live.course.image, "restore_mount": NOTEBOOK_DIR})
+                               "restore_image": live.course.image, "restore_mount": NOTEBOOK_DIR,
+                               "restore_only_new": only_new})
             except BaseException:
                 _release(live, user)
                 raise
+            if (ran.facts.get(host) or {}).get("restore_kept"):
+                _release(live, user)
+                return None
             live.tell_hub({"moved": {"user": user, "to": host}})
         store.add_event(course, "ok", f"the files of 1 student restored from {archive.name} into {folder} (compared)")
         return Restored(course, user, host, folder, archive)

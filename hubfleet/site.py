@@ -8,6 +8,7 @@ and default when the file or the section is absent; its other fields are the Ope
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import os
 from pathlib import Path
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hubfleet.descriptor import problems_from, read_yaml
 from hubfleet.errors import FieldProblem, InvalidInput
-from hubfleet.inputs import duration_problem
+from hubfleet.inputs import duration_problem, duration_seconds
 
 SITE_ENV = "HUBFLEET_SITE_CONFIG"
 SITE_WIDE_KEYS = ("addresses", "docker", "ca_certificates", "archives", "term")  # for every provider; the other fields are OpenStack's
@@ -135,6 +136,9 @@ class TermSite(BaseModel):
                              "their work, before the hub is archived and removed.")
     notice_before: str = Field("7d", description="How long before dates.end the hub's banner starts telling "
                                "students to download their work.")
+    backup_every: str = Field("1d", description="How often reconcile backs up a live course's students' work, "
+                              "at a moment when no student's server runs (the hub stops for it); after the "
+                              "course's hosts vanish, students' files come back from the last backup. `off`: never.")
 
     @field_validator("warm_before", "grace_after", "notice_before", mode="before")
     @classmethod
@@ -142,6 +146,21 @@ class TermSite(BaseModel):
         if problem := duration_problem(v):
             raise ValueError(problem)
         return v
+
+    @field_validator("backup_every", mode="before")
+    @classmethod
+    def _backup_every(cls, v: Any) -> Any:
+        if v == "off":
+            return v
+        if problem := duration_problem(v):
+            raise ValueError(f"{problem}, or off")
+        if duration_seconds(v) == 0:
+            raise ValueError("0 would back up at every run — give a duration such as \"1d\", or off")
+        return v
+
+    @property
+    def backup_interval(self) -> dt.timedelta | None:
+        return None if self.backup_every == "off" else dt.timedelta(seconds=duration_seconds(self.backup_every))
 
 
 class SiteWide(BaseModel):

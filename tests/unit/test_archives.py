@@ -264,6 +264,10 @@ def live_course(store, monkeypatch):
         if getattr(run_playbook, "fails", False):
             from hubfleet.errors import ProvisionError
             raise ProvisionError("tar --compare found a difference")
+        from hubfleet.ansible import RunResult
+        # The playbook's set_stats when restore_only_new finds the student's volume there.
+        kept = kwargs["variables"].get("restore_only_new") and getattr(run_playbook, "volume_there", False)
+        return RunResult(facts={kwargs["variables"]["restore_host"]: {"restore_kept": True}} if kept else {})
 
     monkeypatch.setattr(restores.ansible, "run_playbook", run_playbook)
     return hub, runs, run_playbook
@@ -282,6 +286,21 @@ def test_restore_places_holds_unpacks_then_releases_in_that_order(store, live_co
     assert (runs[0][1]["restore_image"], runs[0][1]["restore_mount"]) == ("hubfleet/notebook:latest", "/home/jovyan")
     assert not (store.instance_dir("algebra") / "restore-work").exists(), "no student's file stays here"
     assert any("the files of 1 student restored" in m and "alice" not in m for _, _, _, m in store.events("algebra"))
+
+
+def test_only_new_leaves_a_student_whose_volume_is_there_untouched_and_releases_the_hold(store, live_course):
+    from hubfleet.restores import restore_student
+
+    hub, runs, run_playbook = live_course
+    archive = student_archive(store, "algebra", {"notes.txt": b"mine"})
+    run_playbook.volume_there = True
+    assert restore_student(store, archive, "alice", "algebra", only_new=True) is None
+    assert hub.calls == ["place", "move", "playbook", "unmove"] and runs[0][1]["restore_only_new"] is True
+    assert not any("restored" in m for _, _, _, m in store.events("algebra")), "nothing was restored"
+    run_playbook.volume_there = False
+    hub.calls.clear()
+    assert restore_student(store, archive, "alice", "algebra", only_new=True).folder.startswith("restored-")
+    assert hub.calls == ["place", "move", "playbook", "moved"]
 
 
 def test_a_failed_unpack_releases_the_hold_and_a_running_server_is_refused(store, live_course):
