@@ -5,7 +5,9 @@ hubfleet/term.py says its phase at `now`; one decision follows:
 
     waiting  nothing yet (a course made early is left alone)
     live     made if missing, finished if a create stopped half-way, changes of its descriptor applied,
-             repaired (converged) when unhealthy, the end-of-term banner set when due
+             repaired (converged) when unhealthy, the end-of-term banner set when due, backed up when a
+             backup is due and nobody is on the hub; hosts that vanished are made again and the students
+             whose volume went with them get their files back from the last backup (hubfleet/backups.py)
     grace    as live, with the banner telling students to download their work
     over     archived, the archive verified, then removed (a destroy that stopped goes on)
 
@@ -22,15 +24,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
+from hubfleet import backups
 from hubfleet.descriptor import Course, load_course, parse_recorded
 from hubfleet.errors import Busy, HubfleetError
-from hubfleet.lifecycle import course_status, create_course, destroy_course, stop_servers_started_before
+from hubfleet.lifecycle import (
+    course_status,
+    create_course,
+    destroy_course,
+    provider_for,
+    stop_servers_started_before,
+)
 from hubfleet.site import TermSite, load_site_wide
 from hubfleet.state import Instance, StateStore
 from hubfleet.term import Phase, Term, moment, term_of
 
-Action = Literal["wait", "keep", "create", "finish", "apply", "banner", "switch", "repair", "destroy", "skip"]
-ACTING: frozenset[str] = frozenset({"create", "finish", "apply", "banner", "switch", "repair", "destroy"})
+Action = Literal["wait", "keep", "create", "finish", "apply", "banner", "switch", "repair", "backup", "destroy",
+                 "skip"]
+ACTING: frozenset[str] = frozenset({"create", "finish", "apply", "banner", "switch", "repair", "backup", "destroy"})
 MAX_DESCRIPTORS = 2_000  # a courses directory is a few hundred files; more is a wrong path
 UNFINISHED = ("planned", "provisioning", "configuring", "failed")
 
@@ -102,8 +112,10 @@ def gather(store: StateStore, courses_dir: Path | None) -> list[Known]:
     return list(found.values())
 
 
-def decide(known: Known, term: Term, now: dt.datetime, *, healthy: Callable[[str], list[str]]) -> Decision:
-    """What this course needs at `now`; `healthy(name)` lists a live course's problems (asked only when needed)."""
+def decide(known: Known, term: Term, now: dt.datetime, *, healthy: Callable[[str], list[str]],
+           backup_every: dt.timedelta | None = None, users_on: Callable[[str], list[str]] = lambda name: []) -> Decision:
+    """What this course needs at `now`; `healthy(name)` lists a live course's problems and `users_on(name)` the
+    students on its hub (each asked only when needed)."""
     phase = term.phase(now)
     inst = known.instance
     made = inst is not None and inst.status != "archived"
@@ -148,7 +160,36 @@ def decide(known: Known, term: Term, now: dt.datetime, *, healthy: Callable[[str
     problems = healthy(known.name)
     if problems:
         return decision("repair", "unhealthy: " + "; ".join(problems))
-    return decision("keep", "healthy" + (", students told to download their work" if banner else ""))
+    kept = "healthy" + (", students told to download their work" if banner else "")
+    due = backup_due(inst.outputs.get("backup"), now, backup_every, since=term.warm_at)
+    if due is not None:
+        on = users_on(known.name)
+        if not on:
+            return decision("backup", f"{due}: nobody is on the hub now")
+        kept += f"; the backup waits until nobody is on ({len(on)} server(s) run)"
+    return decision("keep", kept)
+
+
+def backup_due(recorded: dict | None, now: dt.datetime, every: dt.timedelta | None, *,
+               since: dt.datetime) -> str | None:
+    """Why a backup is due at `now` (the last one `every` ago; the first `every` after the course is made,
+    at `since`: a course just made holds nothing to save), or None when none is."""
+    if every is None:
+        return None
+    at = (recorded or {}).get("at")
+    if not at:
+        return f"first backup (due from {moment(since + every)})" if now >= since + every else None
+    last = dt.datetime.fromisoformat(at)
+    return f"last backup {moment(last)}" if now - last >= every else None
+
+
+def hosts_vanished(store: StateStore, name: str) -> list[str]:
+    """The course's recorded hosts its provider no longer has (their disks, and the volumes on them, gone)."""
+    instance = store.get(name)
+    if not instance.hosts:
+        return []
+    have = {h.name for h in provider_for(store, name, instance.provider, lambda k, m: None).hosts()}
+    return sorted(h["name"] for h in instance.hosts if h["name"] not in have)
 
 
 def switch_moment(course: Course) -> dt.datetime | None:
@@ -183,7 +224,9 @@ def reconcile(store: StateStore, now: dt.datetime, *, courses_dir: Path | None =
         else:
             term = term_of(known.course, site)
             try:
-                decision = decide(known, term, now, healthy=lambda name: health_problems(store, name))
+                decision = decide(known, term, now, healthy=lambda name: health_problems(store, name),
+                                  backup_every=site.backup_interval,
+                                  users_on=lambda name: backups.users_on(store, name))
             except HubfleetError as exc:
                 decision = Decision(known.name, term.phase(now), "skip", f"could not be looked at: {exc}",
                                     known.source, outcome="failed: " + exc.message, term=term.to_dict())
@@ -212,10 +255,20 @@ def act(store: StateStore, known: Known, term: Term, now: dt.datetime, decision:
             store.update(known.name, outputs={**store.get(known.name).outputs,
                                               "image_switched": switch_moment(known.course).isoformat()})
             decision.reason += f" ({len(stopped)} server(s) stopped)"
+        elif decision.action == "backup":
+            made = backups.backup_course(store, known.name, at=now, progress=progress, verbosity=verbosity)
+            decision.reason += f" ({made.summary.volumes} student(s), {made.summary.path.name})"
         else:
+            vanished = hosts_vanished(store, known.name) if decision.action == "repair" else []
             create_course(store, known.course, progress=progress, verbosity=verbosity,
                           announcement=term.banner(now))
+            if vanished:
+                restored = backups.restore_vanished(store, known.name, progress=progress, verbosity=verbosity)
+                decision.reason += (f" (host(s) {', '.join(vanished)} made again; the files of {len(restored)} "
+                                    "student(s) whose volume was gone restored from the last backup)")
         decision.outcome = "done"
+    except backups.NotQuiet as exc:
+        decision.outcome = f"waits: {exc.message}; the next run tries again"
     except Busy as exc:
         decision.outcome = f"busy: {exc.message}; the next run tries again"
     except HubfleetError as exc:

@@ -45,7 +45,10 @@ def command(app: Application, courses_dir: Path | None, now: dt.datetime | None,
     phase. Before dates.start by dates.warm_before (default 2d): the hub is made, the image on every
     host. While the course runs: a create that stopped is finished, a changed descriptor in
     --courses is applied (students keep their work: `hubfleet plan FILE --diff` shows the change
-    first), an unhealthy course is repaired by converging. From term.notice_before (7d) before the
+    first), an unhealthy course is repaired by converging; hosts that vanished are made again and
+    the students whose volume went with them get their files back (into restored-<backup>) from the
+    last backup. A backup is taken every term.backup_every (1d) at a moment when no student's
+    server runs (the hub stops for the seconds it takes). From term.notice_before (7d) before the
     end, and through dates.grace_after (14d) after it, the hub's pages carry a banner telling
     students to download their work. After the grace: archived, the archive verified, removed.
 

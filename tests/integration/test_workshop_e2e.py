@@ -4,8 +4,10 @@ One course for the whole module (CI time is precious); the tests run in file ord
 last ones destroy it: killed with SIGKILL at each of its steps and run again until it is done,
 then every awkward entry a student made is checked in the archive. A second course lives a term
 beside it, driven by `hubfleet reconcile --now`: made before its start (the run killed half-way and
-finished by the next), changed live (a new image, more students, everybody switched at a set moment) with the end-of-term banner, kept
-through its grace. Everything talks to 127.0.0.1 or to containers this run created.
+finished by the next), changed live (a new image, more students, everybody switched at a set moment) with
+the end-of-term banner, backed up in its grace while nobody is on it, its host then removed
+with every volume on it and made again by reconcile with the students' files from the backup, and
+archived and removed after the grace. Everything talks to 127.0.0.1 or to containers this run created.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from hubfleet.usernames import HEALTH_LOGIN, PROBE_USER, typed_username
 from tests.conftest import EXAMPLES, future
 from tests.integration.cli_helpers import HUBFLEET, hubfleet, labelled
 from tests.support import awkward
-from tests.support.workshop_course import COURSE, SECOND
+from tests.support.workshop_course import COURSE, HUB, IDLE_TIMEOUT, SECOND
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -178,7 +180,9 @@ def term(tmp_path_factory):
     data.update(name=SECOND, domain=f"{SECOND}.hub.localhost", dates={"start": future(30), "end": future(40)})
     path = directory / f"{SECOND}.yaml"
     path.write_text(yaml.safe_dump(data))
-    return {"dir": directory, "path": path, "data": data, "term": term_of(load_course(path), TermSite())}
+    yield {"dir": directory, "path": path, "data": data, "term": term_of(load_course(path), TermSite())}
+    # The next image test_a_new_image_... builds, which the course's host made again needs too.
+    subprocess.run(["docker", "image", "rm", f"hubfleet/notebook:{SECOND}"], capture_output=True)
 
 
 def reconcile(env, term, when: dt.datetime, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -220,7 +224,8 @@ def test_reconcile_makes_the_second_course_warm_before_its_start_even_killed_hal
     assert f"{SECOND} [live] finish: done" in finished.stdout, finished.stdout
     second = store.get(SECOND)
     assert second.status == "ready" and second.outputs["url"] != course["url"]
-    assert "[live] keep: healthy" in reconcile(env, term, moments.start_at).stdout, "twice does nothing twice"
+    # Twice does nothing twice (its first backup is a day after it was made: the site's default).
+    assert "[live] keep: healthy" in reconcile(env, term, moments.warm_at + 3 * hour).stdout
     assert json.loads(hubfleet(env, "status", COURSE, "--json", "--no-probe").stdout)["healthy"]
     events = [message for _, _, kind, message in store.events(SECOND) if kind == "reconcile"]
     assert events[-1] == "finish: done" and "create: done" not in events
@@ -240,53 +245,99 @@ def test_a_new_image_and_more_students_go_live_with_the_banner_and_her_work_is_k
     image = f"hubfleet/notebook:{SECOND}"
     subprocess.run(["docker", "build", "-q", "-t", image, "-"], check=True, capture_output=True, text=True,
                    input=f"FROM {term['data']['image']}\nENV HUBFLEET_TERM_IMAGE=next\n")
-    try:
-        switch = moments.notice_at + dt.timedelta(hours=2)  # everybody gets the new image then, at once
-        changed = {**term["data"], "image": image, "load": {**term["data"]["load"], "students": 40},
-                   "image_switch_at": switch.isoformat()}
-        term["path"].write_text(yaml.safe_dump(changed))
-        applied = reconcile(env, term, moments.notice_at + dt.timedelta(hours=1))
-        assert f"{SECOND} [live] apply: done" in applied.stdout, applied.stdout
-        recorded = store.get(SECOND)
-        assert recorded.descriptor["image"] == image and recorded.descriptor["load"]["students"] == 40
-        assert "last day is" in recorded.outputs["announcement"]
+    switch = moments.notice_at + dt.timedelta(hours=2)  # everybody gets the new image then, at once
+    changed = {**term["data"], "image": image, "load": {**term["data"]["load"], "students": 40},
+               "image_switch_at": switch.isoformat()}
+    term["path"].write_text(yaml.safe_dump(changed))
+    applied = reconcile(env, term, moments.notice_at + dt.timedelta(hours=1))
+    assert f"{SECOND} [live] apply: done" in applied.stdout, applied.stdout
+    recorded = store.get(SECOND)
+    assert recorded.descriptor["image"] == image and recorded.descriptor["load"]["students"] == 40
+    assert "last day is" in recorded.outputs["announcement"]
 
-        # Her running server keeps the image it started with; the hub's pages carry the banner.
-        mark = "import os; print(os.environ.get('HUBFLEET_TERM_IMAGE'))"
-        assert execute(server, mark, session=bob).output.strip() == "None"
-        home = bob.get(f"{url}/hub/home", timeout=30)
-        assert 'id="hubfleet-banner"' in home.text and "Download your work before" in home.text
-        assert "/services/export/" in home.text
-        # At the switch moment her server (started before the change) is stopped; she starts again into
-        # the new image, with her work.
-        switched = reconcile(env, term, switch + dt.timedelta(minutes=5))
-        assert f"{SECOND} [live] switch: done" in switched.stdout and "(1 server(s) stopped)" in switched.stdout, \
-            switched.stdout
-        start_own_server(bob, url, "bob")
-        assert execute(server, mark, session=bob).output.strip() == "next"
-        assert execute(server, "print(open('/home/jovyan/essay.md').read())", session=bob).output == "# bob, week 1\n\n"
-        stop_own_server(bob, url, "bob")
+    # Her running server keeps the image it started with; the hub's pages carry the banner.
+    mark = "import os; print(os.environ.get('HUBFLEET_TERM_IMAGE'))"
+    assert execute(server, mark, session=bob).output.strip() == "None"
+    home = bob.get(f"{url}/hub/home", timeout=30)
+    assert 'id="hubfleet-banner"' in home.text and "Download your work before" in home.text
+    assert "/services/export/" in home.text
+    # At the switch moment her server (started before the change) is stopped; she starts again into
+    # the new image, with her work.
+    switched = reconcile(env, term, switch + dt.timedelta(minutes=5))
+    assert f"{SECOND} [live] switch: done" in switched.stdout and "(1 server(s) stopped)" in switched.stdout, \
+        switched.stdout
+    start_own_server(bob, url, "bob")
+    assert execute(server, mark, session=bob).output.strip() == "next"
+    assert execute(server, "print(open('/home/jovyan/essay.md').read())", session=bob).output == "# bob, week 1\n\n"
+    stop_own_server(bob, url, "bob")
 
-        grace = reconcile(env, term, moments.end_at + dt.timedelta(hours=1))
-        assert f"{SECOND} [grace] keep: healthy, students told to download their work" in grace.stdout, grace.stdout
-    finally:
-        subprocess.run(["docker", "image", "rm", image], capture_output=True)
+    # In the grace, nobody on the hub and its first backup due for days: backed up, his essay in it.
+    grace = reconcile(env, term, moments.end_at + dt.timedelta(hours=1))
+    assert f"{SECOND} [grace] backup: done" in grace.stdout, grace.stdout
+    backup = store.get(SECOND).outputs["backup"]
+    members = tarfile.open(backup["path"]).getnames()
+    assert any(m.endswith("/students/bob.tar.gz") for m in members), members
+    again = reconcile(env, term, moments.end_at + dt.timedelta(hours=2))
+    assert f"{SECOND} [grace] keep: healthy, students told to download their work" in again.stdout, again.stdout
 
 
-def test_host_that_disappeared_is_reported_and_blocks_the_archive(env, term):
+def test_a_host_that_vanished_with_its_disks_is_made_again_with_the_students_files(env, term):
+    """The host and its engine's volume (every student's volume with it) removed in the grace: status says so,
+    a destroy refuses to remove anything unarchived; reconcile makes the host again and Bob finds his essay
+    restored from the last backup; after the grace reconcile archives and removes the course."""
     store = StateStore(Path(env["HUBFLEET_STATE_DIR"]))
     host = store.get(SECOND).hosts[0]["name"]
     subprocess.run(["docker", "rm", "-f", host], check=True, capture_output=True)
+    subprocess.run(["docker", "volume", "rm", f"{host}-docker"], check=True, capture_output=True)
     status = hubfleet(env, "status", SECOND, check=False)
     assert status.returncode == 7 and f"host {host} has disappeared" in status.stderr
     refused = hubfleet(env, "destroy", SECOND, "--yes", check=False)
     assert refused.returncode == 6 and "nothing was removed" in refused.stderr
-    # After its grace, reconcile's destroy is refused the same way, and says so.
-    over = reconcile(env, term, term["term"].remove_at + dt.timedelta(hours=1), check=False)
-    assert over.returncode == 1 and f"{SECOND} [over] destroy: failed" in over.stdout, over.stdout
-    assert store.get(SECOND).status != "archived"
-    hubfleet(env, "destroy", SECOND, "--yes", "--no-archive")
-    assert labelled(SECOND) == []
+
+    backup = Path(store.get(SECOND).outputs["backup"]["path"])
+    repaired = reconcile(env, term, term["term"].end_at + dt.timedelta(hours=3))
+    assert f"{SECOND} [grace] repair: done" in repaired.stdout, repaired.stdout
+    assert f"host(s) {host} made again; the files of" in repaired.stdout
+    url = store.get(SECOND).outputs["url"]
+    password = json.loads(hubfleet(env, "credentials", SECOND, "--json").stdout)["shared-password"]
+    bob = login_with_password(url, "bob", password)
+    start_own_server(bob, url, "bob")
+    folder = f"restored-{backup.name.removesuffix('.tar')}"
+    read = execute(f"{url}/user/bob", f"print(open('/home/jovyan/{folder}/essay.md').read(), end='')", session=bob)
+    assert read.output == "# bob, week 1\n", read.error or read.output
+    stop_own_server(bob, url, "bob")
+
+    over = reconcile(env, term, term["term"].remove_at + dt.timedelta(hours=1))
+    assert f"{SECOND} [over] destroy: done" in over.stdout, over.stdout
+    assert store.get(SECOND).status == "archived" and labelled(SECOND) == []
+
+
+def test_the_idle_culler_stopped_the_idle_teacher_and_never_the_silent_computation(env, course):
+    """Made with the course (tests/support/workshop_course.py), many minutes ago: the teacher's JupyterLab,
+    untouched since, was culled after the 300 s idle_timeout; Kim's kernel, busy printing nothing all that
+    time, still runs, and the hub's record of her activity is fresh (her server reports a busy kernel as
+    activity: the notebook image's hubfleet_computing)."""
+    seen = course["culling"]
+    store = StateStore(Path(env["HUBFLEET_STATE_DIR"]))
+    hub = HubClient(course["url"], store.get_secret(COURSE, "hub-api-token"),
+                    verify=tls.trust(Path(env["HUBFLEET_STATE_DIR"]), load_course(course["path"])))
+    deadline = seen["teacher_in"] + IDLE_TIMEOUT + 240  # a cull round a minute, activity reported each minute
+    while "teacher" in hub.running_servers():  # long past already when the suite runs in file order
+        assert time.time() < deadline, "the teacher's idle server was not culled"
+        time.sleep(5)
+    log = subprocess.run(["docker", "exec", HUB, "journalctl", "-u", "jupyterhub", "--no-pager", "-o", "cat"],
+                         capture_output=True, text=True, timeout=60).stdout
+    assert "Culling server teacher" in log, "the idle culler stopped the teacher's server"
+    busy_for = time.time() - seen["computing_since"]
+    assert busy_for > IDLE_TIMEOUT + 120, f"looked at too soon to tell ({busy_for:.0f} s)"
+    assert "kim" in hub.running_servers() and "Culling server kim" not in log, \
+        f"Kim's computation, silent for {busy_for:.0f} s, was culled"
+    kim = next(u for u in hub.users() if u["name"] == "kim")
+    reported = dt.datetime.fromisoformat(kim["servers"][""]["last_activity"].replace("Z", "+00:00")).timestamp()
+    assert time.time() - reported < 180, f"her last activity as the hub knows it: {time.time() - reported:.0f} s ago"
+    kernels = seen["kim"].get(f"{course['url']}/user/kim/api/kernels", timeout=30).json()
+    assert {k["id"]: k["execution_state"] for k in kernels}.get(seen["kernel"]) == "busy"
+    print(f"teacher culled; Kim's silent computation kept after {busy_for:.0f} s")
 
 
 def descendants(pid: int) -> list[int]:
@@ -394,15 +445,20 @@ def test_the_archive_holds_every_entry_byte_for_byte_and_no_hub_secret(env, cour
 def test_archives_lists_the_real_archive_and_prunes_it_after_the_keep_time(env, course):
     recorded = course["archive"]
     archive, restore = Path(recorded["path"]), Path(recorded["restore"])
-    listed = json.loads(hubfleet(env, "archives", "list", "--json").stdout)
+    listed = json.loads(hubfleet(env, "archives", "list", "--course", COURSE, "--json").stdout)
     assert [(a["course"], a["path"], a["sha256"], a["bytes"]) for a in listed] == [
         (COURSE, str(archive), recorded["sha256"], archive.stat().st_size)]
+    seconds = json.loads(hubfleet(env, "archives", "list", "--course", SECOND, "--json").stdout)
+    assert len(seconds) == 2 and all(a["students"] is not None for a in seconds), \
+        "the second course's backup and its last archive, each readable"
     assert listed[0]["students"] >= 1 and listed[0]["restore"] == str(restore)
     made = dt.datetime.fromisoformat(listed[0]["made_at"])
     assert abs((dt.datetime.now(dt.timezone.utc) - made).total_seconds()) < 3600, "the date inside the archive"
     later = (made + dt.timedelta(days=31)).isoformat()
     kept = hubfleet(env, "archives", "prune", "--keep-days", "31", "--now", later, "--yes")
-    assert "no archive is older than 31 day(s)" in kept.stderr and archive.exists()
+    # The second course's backup and archive, made minutes before, go: 31 days and a few minutes old then.
+    assert "removed 2 archive(s) older than 31 day(s)" in kept.stderr and archive.exists(), kept.stderr
+    assert json.loads(hubfleet(env, "archives", "list", "--course", SECOND, "--json").stdout) == []
     hubfleet(env, "archives", "prune", "--keep-days", "30", "--now", later, "--yes")
     assert not archive.exists() and not restore.exists()
     assert json.loads(hubfleet(env, "archives", "list", "--json").stdout) == []

@@ -109,6 +109,27 @@ class Fleet:
         self.calls: list[tuple[str, str]] = []
         self.problems: dict[str, list[str]] = {}
         self.fail: dict[str, Exception] = {}
+        self.on: dict[str, list[str]] = {}  # students whose servers run, per course
+        self.gone: dict[str, list[str]] = {}  # hosts vanished, per course
+
+    def backup(self, store, name, *, at, progress=None, verbosity=0):
+        from hubfleet.archive import ArchiveSummary
+        from hubfleet.backups import Backup, NotQuiet
+
+        self.calls.append(("backup", name))
+        if self.on.get(name):
+            raise NotQuiet(f"{len(self.on[name])} student server(s) run: backed up when nobody is on the hub")
+        made = Backup(ArchiveSummary(store.archive_dir() / f"{name}-{at:%Y%m%d}.tar", 3, 2, 100, "ab"),
+                      at.isoformat(timespec="seconds"))
+        store.update(name, outputs={**store.get(name).outputs, "backup": made.to_dict()})
+        return made
+
+    def restore(self, store, name, *, progress=None, verbosity=0):
+        self.calls.append(("restore", name))
+        return ["alice"]
+
+    def vanished(self, store, name):
+        return self.gone.pop(name, [])
 
     def create(self, store, course, *, progress=None, verbosity=0, announcement=None):
         self.calls.append(("create", course.name))
@@ -145,7 +166,19 @@ def fleet(tmp_path, monkeypatch):
         return ["alice", "bob"]
 
     monkeypatch.setattr(rec, "stop_servers_started_before", stop)
+    monkeypatch.setattr(rec.backups, "backup_course", fake.backup)
+    monkeypatch.setattr(rec.backups, "restore_vanished", fake.restore)
+    monkeypatch.setattr(rec.backups, "users_on", lambda store, name: fake.on.get(name, []))
+    monkeypatch.setattr(rec, "hosts_vanished", fake.vanished)
+    # Backups off unless a test says otherwise: the term's other decisions are shown on their own.
+    site = store.dir / "site.yaml"
+    site.parent.mkdir(parents=True, exist_ok=True)
+    site.write_text("term: {backup_every: \"off\"}\n")
     return fake
+
+
+def backups_every(fleet: Fleet, every: str) -> None:
+    (fleet.store.dir / "site.yaml").write_text(f"term: {{backup_every: {every}}}\n")
 
 
 def write(directory: Path, name: str, **kw) -> Path:
@@ -316,3 +349,71 @@ def test_a_new_session_of_an_archived_course_is_made_from_its_own_dates(fleet, t
     made = {d.course: d for d in rec.reconcile(store, at("2027-01-09"), courses_dir=courses)}["stats"]
     assert (made.action, made.outcome) == ("create", "done") and "a new session" in made.reason
     assert store.get("stats").status == "ready"
+
+
+def test_a_live_course_is_backed_up_when_due_and_only_while_nobody_is_on(fleet, tmp_path):
+    courses = tmp_path / "courses"
+    write(courses, "stats")
+    backups_every(fleet, "1d")
+
+    def run(when: str) -> rec.Decision:
+        return {d.course: d for d in rec.reconcile(fleet.store, at(when), courses_dir=courses)}["stats"]
+
+    assert run("2027-01-08").action == "create"
+    fleet.calls.clear()
+    fleet.on["stats"] = []
+    assert run("2027-01-08T12:00").action == "keep" and fleet.calls == [], "just made: nothing to save yet"
+    fleet.on["stats"] = ["alice"]
+    waiting = run("2027-01-09T01:00")
+    assert waiting.action == "keep" and "backup waits until nobody is on (1 server(s) run)" in waiting.reason
+    assert fleet.calls == [], "nothing is backed up under a student's feet"
+    fleet.on["stats"] = []
+    made = run("2027-01-09T02:00")
+    assert (made.action, made.outcome) == ("backup", "done"), made
+    assert "first backup (due from 2027-01-09 00:00 UTC)" in made.reason, made.reason
+    assert fleet.calls == [("backup", "stats")]
+    assert fleet.store.get("stats").outputs["backup"]["at"] == "2027-01-09T02:00:00+00:00"
+    fleet.calls.clear()
+    assert run("2027-01-09T20:00").action == "keep" and fleet.calls == [], "not twice within a day"
+    again = run("2027-01-10T02:30")
+    assert again.action == "backup" and "last backup 2027-01-09 02:00" in again.reason, again.reason
+
+
+def test_a_student_arriving_as_the_backup_starts_makes_it_wait_not_fail(fleet, tmp_path, monkeypatch):
+    courses = tmp_path / "courses"
+    write(courses, "stats")
+    backups_every(fleet, "12h")
+    run = lambda when: {d.course: d for d in rec.reconcile(fleet.store, at(when), courses_dir=courses)}["stats"]
+    run("2027-01-08")
+    monkeypatch.setattr(rec.backups, "users_on", lambda store, name: [])  # nobody when decided...
+    fleet.on["stats"] = ["bob"]  # ...bob there when it starts
+    late = run("2027-01-09T01:00")
+    assert late.action == "backup" and late.outcome.startswith("waits:") and not late.failed
+    assert "backup" not in fleet.store.get("stats").outputs
+
+
+def test_hosts_that_vanished_are_made_again_and_the_students_files_restored(fleet, tmp_path):
+    courses = tmp_path / "courses"
+    write(courses, "stats")
+    run = lambda when: {d.course: d for d in rec.reconcile(fleet.store, at(when), courses_dir=courses)}["stats"]
+    run("2027-01-08")
+    fleet.calls.clear()
+    fleet.problems["stats"] = ["host stats-hub has disappeared; `hubfleet create` brings it back"]
+    fleet.gone["stats"] = ["stats-hub"]
+    repaired = run("2027-01-09")
+    assert (repaired.action, repaired.outcome) == ("repair", "done")
+    assert fleet.calls == [("create", "stats"), ("restore", "stats")], "made again first, then the files back"
+    assert "host(s) stats-hub made again; the files of 1 student(s) whose volume was gone restored" in repaired.reason
+    fleet.calls.clear()
+    fleet.problems["stats"] = ["the hub does not answer"]  # unhealthy, but no host gone: nothing to restore
+    assert run("2027-01-10").outcome == "done" and fleet.calls == [("create", "stats")]
+
+
+def test_backup_every_takes_a_duration_or_off():
+    from hubfleet.site import TermSite
+
+    assert TermSite().backup_interval == dt.timedelta(days=1)
+    assert TermSite(backup_every="off").backup_interval is None
+    for wrong, says in (("0", "0 would back up at every run"), ("daily", "or off"), (2, "in quotes")):
+        with pytest.raises(ValueError, match=says):
+            TermSite(backup_every=wrong)
