@@ -9,7 +9,6 @@ with GNU tar and compared with the volume entry by entry.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import socket
@@ -23,6 +22,7 @@ import pytest
 
 from hubfleet.archive import ArchiveSummary, join_parts, verify
 from hubfleet.errors import ArchiveError
+from tests.support.modules import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "playbooks" / "files" / "hubfleet_archive.py"
@@ -279,10 +279,7 @@ def test_a_part_changed_on_the_way_is_refused(course, tmp_path):
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("hubfleet_archive", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file(str(SCRIPT.relative_to(ROOT)))
 
 
 def test_an_entry_the_archive_lacks_is_caught_though_tar_compare_would_not(tmp_path, monkeypatch):

@@ -7,23 +7,19 @@ course's idle_timeout on a real hub while an idle server is culled.
 
 from __future__ import annotations
 
-import importlib.util
 from datetime import datetime, timezone
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-MODULE = Path(__file__).resolve().parents[2] / "images" / "notebook" / "hubfleet_computing.py"
+from tests.support.modules import load_file
+
 NOW = datetime(2027, 3, 1, 10, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture(scope="module")
 def computing():
-    spec = importlib.util.spec_from_file_location("hubfleet_computing", MODULE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("images/notebook/hubfleet_computing.py")
 
 
 class Kernels:

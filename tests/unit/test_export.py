@@ -6,7 +6,6 @@ each student's server, tried against a real hub in tests/integration/test_pressu
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import random
@@ -15,16 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.modules import load_file
+
 NOISE = random.Random(14).randbytes(250_000)
-MODULE = Path(__file__).resolve().parents[2] / "images" / "notebook" / "hubfleet_export.py"
 
 
 @pytest.fixture(scope="module")
 def export():
-    spec = importlib.util.spec_from_file_location("hubfleet_export", MODULE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("images/notebook/hubfleet_export.py")
 
 
 @pytest.fixture

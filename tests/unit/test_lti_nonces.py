@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import signal
 import subprocess
 import sys
@@ -11,15 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.modules import load_file
+
 MODULE = Path(__file__).resolve().parents[2] / "roles" / "lti" / "files" / "hubfleet_nonces.py"
 
 
 @pytest.fixture(scope="module")
 def nonces():
-    spec = importlib.util.spec_from_file_location("hubfleet_nonces", MODULE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("roles/lti/files/hubfleet_nonces.py")
 
 
 def test_a_nonce_is_good_once_until_it_expires(nonces):
