@@ -15,11 +15,12 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import BaseConverter
 
 from hubfleet.lifecycle import create_course, destroy_course
+from hubfleet.mail import Mailer
 from hubfleet.portal import operator, sessions, views
 from hubfleet.portal.auth import Authenticator, LdapBind, Throttle, ldap3_bind
 from hubfleet.portal.config import PortalConfig
 from hubfleet.portal.csrf import check_csrf, csrf_token
-from hubfleet.portal.mail import Mailer, Notifier
+from hubfleet.portal.mail import Notifier
 from hubfleet.portal.models import PortalStore
 from hubfleet.portal.web import Portal, current_user, is_operator
 from hubfleet.portal.worker import CreateFn, DestroyFn, Worker

@@ -17,6 +17,7 @@ from hubfleet.descriptor import (
     read_yaml,
 )
 from hubfleet.errors import FieldProblem, InvalidInput
+from hubfleet.mail import SmtpSettings
 
 CONFIG_FILE = "portal.yaml"
 
@@ -38,22 +39,6 @@ class ImageChoice(Strict):
     @classmethod
     def _memory(cls, v: str) -> str:
         return check_size(v, *MEMORY_RANGE)
-
-
-class SmtpSettings(Strict):
-    host: str = Field(description="SMTP server, e.g. smtp.example.edu.")
-    port: int = Field(587, ge=1, le=65535, description="SMTP port (587 with starttls, 25 without).")
-    sender: str = Field(description="From address, e.g. hubfleet@example.edu.")
-    starttls: bool = Field(True, description="Upgrade the connection with STARTTLS before sending.")
-    user: str | None = Field(None, description="Login name, when the server wants one.")
-    password_file: Path | None = Field(None, description="File holding the SMTP password (mode 0600).")
-    timeout: float = Field(15, gt=0, le=300, description="Seconds to wait for the server.")
-
-    @model_validator(mode="after")
-    def _login(self) -> "SmtpSettings":
-        if self.user and not self.password_file:
-            raise ValueError("smtp.user is set but smtp.password_file is not — give the file holding the password")
-        return self
 
 
 class CourseDefaults(Strict):

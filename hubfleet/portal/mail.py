@@ -4,51 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import smtplib
-import ssl
 from concurrent.futures import Future, ThreadPoolExecutor
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
 
 from hubfleet.authenticators import KINDS
-from hubfleet.portal.config import SmtpSettings
 from hubfleet.portal.models import CourseRequest, PortalStore
 from hubfleet.term import Term, moment
 
 log = logging.getLogger("hubfleet.portal")
-
-
-
-class Mailer:
-    def __init__(self, settings: SmtpSettings | None):
-        self.settings = settings
-
-    def _password(self) -> str | None:
-        path = self.settings.password_file if self.settings else None
-        return path.read_text().strip() if path else None
-
-    def send(self, to: list[str], subject: str, body: str) -> bool:
-        """Send one plain-text message; False (and a log line without secrets) when it could not go."""
-        settings = self.settings
-        if settings is None or not to:
-            return False
-        message = EmailMessage()
-        message["From"], message["To"], message["Subject"] = settings.sender, ", ".join(to), subject
-        message["Date"], message["Message-ID"] = formatdate(localtime=False), make_msgid(domain="hubfleet")
-        message.set_content(body)
-        try:
-            with smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout) as smtp:
-                if settings.starttls:
-                    smtp.starttls(context=ssl.create_default_context())
-                if settings.user:
-                    smtp.login(settings.user, self._password() or "")
-                smtp.send_message(message)
-        except (OSError, smtplib.SMTPException) as exc:
-            log.warning("could not send %r to %d recipient(s) via %s:%s: %s", subject, len(to), settings.host,
-                        settings.port, type(exc).__name__)
-            return False
-        log.info("sent %r to %d recipient(s)", subject, len(to))
-        return True
 
 
 class Notifier:

@@ -3,64 +3,21 @@
 from __future__ import annotations
 
 import logging
-import socket
-from email import message_from_bytes
-from email.message import Message
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult
 
+from hubfleet.mail import Mailer
 from hubfleet.portal.config import parse_config
-from hubfleet.portal.mail import Mailer
+from tests.support.smtp import body, free_port, running_inbox
 from tests.unit.test_portal import OPERATOR, PASSWORD, TEACHER, Client, FakeHub, make_app, portal_of, submitted, wait_for
 
 SMTP_PASSWORD = "smtp-secret-3f9a"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Inbox:
-    """aiosmtpd handler: keeps every message, and who logged in to send it."""
-
-    def __init__(self):
-        self.messages: list[Message] = []
-        self.logins: list[str] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        message = message_from_bytes(envelope.content)
-        message["X-Envelope-To"] = ", ".join(envelope.rcpt_tos)
-        self.messages.append(message)
-        return "250 OK"
-
-    def authenticate(self, server, session, envelope, mechanism, auth_data):
-        ok = auth_data.login == b"portal" and auth_data.password == SMTP_PASSWORD.encode()
-        if ok:
-            self.logins.append(auth_data.login.decode())
-        return AuthResult(success=ok)
-
-    def wait(self, count: int, timeout: float = 10) -> list[Message]:
-        wait_for(lambda: len(self.messages) >= count, timeout, f"{count} email(s)")
-        return self.messages
-
-
 @pytest.fixture
 def smtp():
-    inbox = Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port, authenticator=inbox.authenticate,
-                            auth_require_tls=False)
-    controller.start()
-    yield inbox, port
-    controller.stop()
-
-
-def body(message: Message) -> str:
-    return message.get_payload(decode=True).decode()
+    with running_inbox("portal", SMTP_PASSWORD) as (inbox, port):
+        yield inbox, port
 
 
 def test_teacher_hears_of_approval_readiness_and_archive_and_everyone_of_failure(tmp_path, smtp, caplog):
