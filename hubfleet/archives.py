@@ -47,7 +47,7 @@ def _recorded(store: StateStore) -> dict[Path, dict]:
     """{archive path: what destroy (or a live course's last backup) recorded} for every course of the store."""
     found = {}
     for instance in store.all():
-        for archive in (instance.outputs.get("archive"), instance.outputs.get("backup")):
+        for archive in (instance.outputs.get(k) for k in ("archive", "backup", "backup_previous")):
             if isinstance(archive, dict) and archive.get("path"):
                 found[Path(archive["path"]).resolve()] = archive
     return found

@@ -3,7 +3,7 @@
 `destroy` archives a course at its end. While it is live, hosts can still be lost with their disks
 (a cloud's server deleted, a Docker host removed with its volumes): `hubfleet reconcile` makes them
 again, and the students' files would be gone. So reconcile also takes a backup of each live course
-(the site's `term.backup_every`, a day unless set), in the same format and with the same checks as
+(the site's `term.backup_every`, a day unless set; the last two kept), in the same format and with the same checks as
 destroy's archive (each student's archive compared with their volume, the whole verified), but only
 while no student's server runs: archiving stops the hub for the seconds it takes, which nobody must
 notice, and a volume in use could not be compared. A course that is never quiet is backed up at its
@@ -66,7 +66,7 @@ def backup_course(store: StateStore, name: str, *, at: dt.datetime, progress=Non
         if on:
             raise NotQuiet(f"{len(on)} student server(s) run: backed up when nobody is on the hub")
         provider = provider_for(store, name, instance.provider, record)
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = _stamp()
         out = store.archive_dir() / f"{name}-{stamp}.tar"
         restore = store.restore_dir() / f"{name}-{stamp}.hub.tar"
         record("step", "backing up the students' work while nobody is on the hub (the hub stops for it)")
@@ -80,9 +80,21 @@ def backup_course(store: StateStore, name: str, *, at: dt.datetime, progress=Non
         finally:
             _start_hub(store, name, provider, record, verbosity)
         backup = Backup(summary, at.isoformat(timespec="seconds"))
-        store.update(name, outputs={**store.get(name).outputs, "backup": backup.to_dict()})
+        outputs = store.get(name).outputs
+        older = outputs.get("backup_previous")
+        store.update(name, outputs={**outputs, "backup": backup.to_dict(), "backup_previous": outputs.get("backup")})
         record("ok", f"backup verified: {summary.volumes} student(s), {summary.path.name}")
+        if older:  # the last two are kept (the newest, and one before it should the newest be lost)
+            for path in (older.get("path"), older.get("restore")):
+                if path:
+                    Path(path).unlink(missing_ok=True)
+            record("info", f"the backup before the last two removed: {Path(older['path']).name}")
         return backup
+
+
+def _stamp() -> str:
+    """The backup's file name's time (as destroy's archives are named)."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
 def _start_hub(store: StateStore, name: str, provider, record, verbosity: int) -> None:
@@ -102,28 +114,54 @@ def _start_hub(store: StateStore, name: str, provider, record, verbosity: int) -
                 time.sleep(2)
 
 
+def session_backups(store: StateStore, name: str) -> list[Path]:
+    """The course's backups of this session still on disk, newest first (destroy forgets them)."""
+    outputs = store.get(name).outputs
+    found = []
+    for key in ("backup", "backup_previous"):
+        path = (outputs.get(key) or {}).get("path")
+        if path and Path(path).is_file():
+            found.append(Path(path))
+    return found
+
+
 def newest_backup(store: StateStore, name: str) -> Path | None:
-    """The course's last backup of this session (recorded by backup_course; destroy forgets it), if still there."""
-    recorded = store.get(name).outputs.get("backup") or {}
-    path = Path(recorded["path"]) if recorded.get("path") else None
-    return path if path is not None and path.is_file() else None
+    found = session_backups(store, name)
+    return found[0] if found else None
 
 
 def restore_vanished(store: StateStore, name: str, *, progress=None, verbosity: int = 0) -> list[Restored]:
-    """Every student of the newest backup whose volume is on no host gets their files back; the others are
-    left as they are. [] when the session has no backup."""
+    """Every student of the newest readable backup whose volume is on no host gets their files back; the
+    others are left as they are. [] when the session has no backup. One student who cannot be restored
+    stops no other; the error at the end counts them (names stay out of logs)."""
     record = recorder(store, name, progress)
-    archive = newest_backup(store, name)
-    if archive is None:
-        record("info", "no backup of this session to restore students' files from")
+    chosen, students = None, []
+    for archive in session_backups(store, name):
+        try:
+            _, students = students_in(archive)
+        except ArchiveError as exc:
+            record("info", f"backup {archive.name} cannot be read ({exc.message}): trying the one before")
+            continue
+        chosen = archive
+        break
+    if chosen is None:
+        record("info", "no readable backup of this session to restore students' files from")
         return []
-    _, students = students_in(archive)
-    restored = []
+    restored, failed = [], 0
     for entry in students:
-        done = restore_student(store, archive, str(entry["user"]), name, progress=progress, verbosity=verbosity,
-                               only_new=True)
+        try:
+            done = restore_student(store, chosen, str(entry["user"]), name, progress=progress, verbosity=verbosity,
+                                   only_new=True)
+        except HubfleetError as exc:
+            failed += 1
+            record("failed", f"one student's files could not be restored from {chosen.name}: {exc.message}")
+            continue
         if done is not None:
             restored.append(done)
-    record("ok", f"the files of {len(restored)} student(s) whose volume was gone restored from {archive.name}; "
-                 f"{len(students) - len(restored)} kept their own")
+    record("ok", f"the files of {len(restored)} student(s) whose volume was gone restored from {chosen.name}; "
+                 f"{len(students) - len(restored) - failed} kept their own")
+    if failed:
+        raise HubfleetError(f"{failed} student(s)' files could not be restored from {chosen.name}",
+                            hint=f"`hubfleet archives students {chosen.name}` lists them; `hubfleet archives restore "
+                                 f"{chosen.name} USER --into {name}` restores one (the course's events say why)")
     return restored

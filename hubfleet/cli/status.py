@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from hubfleet.app import Application
@@ -61,6 +63,10 @@ def command(app: Application, name: str, no_probe: bool, as_json: bool) -> None:
                 click.echo(f"probe: started a server and ran code in {health.probe_seconds:.1f} s")
         for line in elastic_lines(report):
             click.echo(line)
+        backup = instance.outputs.get("backup")
+        if backup and instance.status != "archived":
+            click.echo(f"last backup: {backup.get('at', '?')}, {backup.get('volumes', '?')} student(s), "
+                       f"{Path(backup['path']).name} (`hubfleet reconcile` backs up every term.backup_every)")
         archive = instance.outputs.get("archive")
         if archive:
             click.echo(f"archive: {archive['path']}")

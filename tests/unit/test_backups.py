@@ -59,6 +59,17 @@ def test_nobody_on_the_hub_the_backup_is_made_recorded_and_the_hub_started_again
     assert any("backup verified: 2 student(s)" in m for _, _, _, m in store.events("algebra"))
 
 
+def test_the_last_two_backups_are_kept_and_the_one_before_removed(store, hub, monkeypatch):
+    stamps = iter(["20270301T030000Z", "20270302T030000Z", "20270303T030000Z"])
+    monkeypatch.setattr(backups, "_stamp", lambda: next(stamps))
+    made = [backups.backup_course(store, "algebra", at=NOW + dt.timedelta(days=d)).summary for d in range(3)]
+    assert not made[0].path.exists() and not made[0].restore.exists(), "the oldest goes, with its hub data"
+    assert made[1].path.exists() and made[2].path.exists()
+    outputs = store.get("algebra").outputs
+    assert outputs["backup"]["path"] == str(made[2].path) and outputs["backup_previous"]["path"] == str(made[1].path)
+    assert any("the backup before the last two removed" in m for *_, m in store.events("algebra"))
+
+
 def test_a_student_on_the_hub_holds_the_backup_back_and_nothing_is_done(store, hub):
     hub["on"] = ["alice"]
     with pytest.raises(backups.NotQuiet, match="1 student server"):
@@ -99,6 +110,32 @@ def test_after_hosts_vanished_each_student_of_the_last_backup_is_restored_only_i
     assert backups.newest_backup(store, "algebra") is None, "a backup pruned away is not used"
 
 
+def test_a_damaged_newest_backup_gives_way_to_the_one_before_and_one_failing_student_stops_no_other(
+        store, monkeypatch):
+    from hubfleet.errors import ProvisionError
+
+    asked = []
+
+    def restore_student(store_, archive, user, course, *, progress=None, verbosity=0, only_new=False):
+        asked.append((archive.name, user))
+        if user == "alice" and len(asked) == 1:
+            raise ProvisionError("tar --compare found a difference")
+        return object()
+
+    monkeypatch.setattr(backups, "restore_student", restore_student)
+    previous = student_archive(store, "algebra", {"essay.md": b"# week 1"})
+    newest = store.archive_dir() / "algebra-20270302T030000Z.tar"
+    newest.write_bytes(b"not a tar at all")
+    store.update("algebra", outputs={**store.get("algebra").outputs, "backup": {"path": str(newest)},
+                                     "backup_previous": {"path": str(previous)}})
+    with pytest.raises(HubfleetError, match=r"1 student\(s\)' files could not be restored") as caught:
+        backups.restore_vanished(store, "algebra")
+    assert "archives restore" in caught.value.hint
+    assert asked == [(previous.name, "alice")], "the damaged newest was passed over for the one before"
+    events = " ".join(m for *_, m in store.events("algebra"))
+    assert "cannot be read" in events and "alice" not in events, "no student named in the course's log"
+
+
 def test_destroy_forgets_the_sessions_backup_so_the_next_session_never_restores_it(store):
     from hubfleet import lifecycle
 
@@ -110,9 +147,9 @@ def test_destroy_forgets_the_sessions_backup_so_the_next_session_never_restores_
             return []
 
     store.update("algebra", outputs={**store.get("algebra").outputs, "backup": {"path": "/x.tar", "at": "t"},
-                                     "announcement": "bye"})
+                                     "backup_previous": {"path": "/w.tar", "at": "s"}, "announcement": "bye"})
     assert "backup" in lifecycle.KEPT_OUTPUTS, "a create (a repair) keeps it"
     lifecycle._remove_step(store, "algebra", Provider(), lambda kind, message: None, None)
     archived = store.get("algebra")
-    assert archived.status == "archived" and "backup" not in archived.outputs
+    assert archived.status == "archived" and not {"backup", "backup_previous"} & set(archived.outputs)
     assert backups.newest_backup(store, "algebra") is None
