@@ -227,6 +227,10 @@ def _generic(c: Context) -> str:
     return GENERIC
 
 
+def _contacts(c: Context) -> str:
+    return "who reconcile mails about the course (ready, ending, archived); nothing on the hub changes"
+
+
 EFFECTS: dict[str, Callable[[Context], str]] = {
     "name": _name,
     "title": _title,
@@ -248,6 +252,7 @@ EFFECTS: dict[str, Callable[[Context], str]] = {
     "tls": _tls,
     "tls.email": _generic,
     "class_hours": _class_hours,
+    "contacts": _contacts,
 }
 
 

@@ -46,6 +46,7 @@ ORIGIN_RE = re.compile(r"(https?)://(" + HOST_RE.pattern + r")(:[0-9]{1,5})?/?")
 URL_RE = re.compile(r"(https?)://(" + HOST_RE.pattern + r")(:[0-9]{1,5})?(/[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]*)?")
 ATTRIBUTE_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,63}")
 SECRET_SOURCE_HELP = "write `generate` (hubfleet creates and stores it), `env:VAR` or `file:/path`"
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 MAX_LIST = 200  # admin users, deployment ids, groups: more is a mistake, not a course
 MAX_COURSE_DAYS = 5 * 366
 MEMORY_RANGE = (128 * 2**20, 2**40)  # 128Mi .. 1Ti per student
@@ -499,7 +500,7 @@ class AcmeTls(Strict):
     @field_validator("email")
     @classmethod
     def _email(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+", v):
+        if v is not None and not EMAIL.fullmatch(v):
             raise ValueError(f"{show(v)} is not an email address — write e.g. ops@example.edu")
         return v
 
@@ -649,6 +650,10 @@ class Course(Strict):
         "plain HTTP is not offered.",
     )
     culling: Culling = Field(default_factory=Culling, description="Idle-server culling.")
+    contacts: list[str] = Field(
+        default_factory=list, max_length=20,
+        description="Teachers' email addresses: `hubfleet reconcile` mails them when the hub is ready, when its "
+        "end is near and when it is archived (through the site file's `mail` server).")
     grading: Grading | None = Field(
         None, description="Assignments with nbgrader: teachers release, collect and grade in the formgrader, "
         "students fetch and submit from their own server, grades go back to the LMS. "
@@ -692,6 +697,16 @@ class Course(Strict):
                 f"{show(v)} is not DNS-safe — use 2–32 lowercase letters, digits and hyphens, "
                 "starting with a letter (e.g. mooc-queues)"
             )
+        return v
+
+    @field_validator("contacts")
+    @classmethod
+    def _contacts(cls, v: list[str]) -> list[str]:
+        for address in v:
+            if not isinstance(address, str) or not EMAIL.fullmatch(address):
+                raise ValueError(f"{show(address)} is not an email address — write e.g. teacher@example.edu")
+        if len(set(v)) != len(v):
+            raise ValueError("an address is listed twice — give each contact once")
         return v
 
     @field_validator("title")

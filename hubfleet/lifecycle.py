@@ -32,8 +32,8 @@ from hubfleet.usernames import spawner_escape
 Progress = Callable[[str, str], None]  # (kind, message)
 
 # What a create keeps of the course's outputs: the elastic hosts and their decisions, the term's banner,
-# the session's last backup (hubfleet/backups.py; destroy forgets it).
-KEPT_OUTPUTS = ("elastic", "announcement", "backup")
+# the session's last backup (hubfleet/backups.py; destroy forgets it), what its contacts were mailed.
+KEPT_OUTPUTS = ("elastic", "announcement", "backup", "backup_previous", "notices")
 VOLUME_PREFIX = "hubfleet-user-"  # one volume per student: <prefix><username as DockerSpawner escapes it>
 PROBE_VOLUME = VOLUME_PREFIX + spawner_escape(PROBE_USER)  # the health probe's: no student's name escapes to it
 
@@ -574,7 +574,8 @@ def _remove_step(store: StateStore, name: str, provider: Provider, record: Progr
                    archived_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     outputs.pop("url", None)
     outputs.pop("destroy", None)
-    outputs.pop("backup", None)  # the session's backups stay in the archive folder; the next session has its own
+    for backup in ("backup", "backup_previous"):  # their files stay in the archive folder (archives prune);
+        outputs.pop(backup, None)  # the next session restores from its own backups only
     instance = store.update(name, status="archived", hosts=[], outputs=outputs, error=None)
     _release_embedded_acme(store, instance, record)
 

@@ -4,10 +4,14 @@ For each course hubfleet knows (the descriptors of a directory, and the courses 
 hubfleet/term.py says its phase at `now`; one decision follows:
 
     waiting  nothing yet (a course made early is left alone)
-    live     made if missing, finished if a create stopped half-way, changes of its descriptor applied,
+    live     made if missing, finished if a create stopped half-way, changes of its descriptor applied (a
+             change of its contacts only recorded),
              repaired (converged) when unhealthy, the end-of-term banner set when due, backed up when a
              backup is due and nobody is on the hub; hosts that vanished are made again and the students
              whose volume went with them get their files back from the last backup (hubfleet/backups.py)
+
+A course's `contacts` are mailed when its hub is ready, when its end is near and when it is archived
+(hubfleet/notices.py), through the site file's `mail` server.
     grace    as live, with the banner telling students to download their work
     over     archived, the archive verified, then removed (a destroy that stopped goes on)
 
@@ -24,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
-from hubfleet import backups
+from hubfleet import backups, notices
 from hubfleet.descriptor import Course, load_course, parse_recorded
 from hubfleet.errors import Busy, HubfleetError
 from hubfleet.lifecycle import (
@@ -34,13 +38,16 @@ from hubfleet.lifecycle import (
     provider_for,
     stop_servers_started_before,
 )
+from hubfleet.mail import Mailer
 from hubfleet.site import TermSite, load_site_wide
 from hubfleet.state import Instance, StateStore
 from hubfleet.term import Phase, Term, moment, term_of
 
-Action = Literal["wait", "keep", "create", "finish", "apply", "banner", "switch", "repair", "backup", "destroy",
-                 "skip"]
-ACTING: frozenset[str] = frozenset({"create", "finish", "apply", "banner", "switch", "repair", "backup", "destroy"})
+Action = Literal["wait", "keep", "create", "finish", "apply", "record", "banner", "switch", "repair", "backup",
+                 "destroy", "skip"]
+ACTING: frozenset[str] = frozenset({"create", "finish", "apply", "record", "banner", "switch", "repair", "backup",
+                                    "destroy"})
+RECORD_ONLY = frozenset({"contacts"})  # descriptor fields nothing on the hosts reads: recorded without a create
 MAX_DESCRIPTORS = 2_000  # a courses directory is a few hundred files; more is a wrong path
 UNFINISHED = ("planned", "provisioning", "configuring", "failed")
 
@@ -147,6 +154,9 @@ def decide(known: Known, term: Term, now: dt.datetime, *, healthy: Callable[[str
         return decision("finish", f"its last create stopped ({inst.status}): converge")
     recorded = parse_recorded(inst.descriptor)
     if known.course is not None and known.course.model_dump(mode="json") != recorded.model_dump(mode="json"):
+        if _on_the_hub(known.course) == _on_the_hub(recorded):
+            return decision("record", f"{known.source} changes only {', '.join(sorted(RECORD_ONLY))}: recorded, "
+                                      "nothing on the hub changes")
         return decision("apply", f"{known.source} differs from what the course runs: apply it (students keep "
                                  "their work; `hubfleet plan --diff` shows what changes)")
     banner = term.banner(now)
@@ -192,6 +202,10 @@ def hosts_vanished(store: StateStore, name: str) -> list[str]:
     return sorted(h["name"] for h in instance.hosts if h["name"] not in have)
 
 
+def _on_the_hub(course: Course) -> dict:
+    return {k: v for k, v in course.model_dump(mode="json").items() if k not in RECORD_ONLY}
+
+
 def switch_moment(course: Course) -> dt.datetime | None:
     at = course.image_switch_at
     if at is None:
@@ -214,7 +228,8 @@ def reconcile(store: StateStore, now: dt.datetime, *, courses_dir: Path | None =
               only: str | None = None, report: Callable[[Decision], None] = lambda d: None,
               progress=None, verbosity: int = 0) -> list[Decision]:
     """Decide for every course, then (unless `dry_run`) act course by course; one failing stops no other."""
-    site: TermSite = load_site_wide(store.dir).term
+    site_wide = load_site_wide(store.dir)
+    site: TermSite = site_wide.term
     decisions = []
     for known in gather(store, courses_dir):
         if only and known.name != only:
@@ -232,9 +247,24 @@ def reconcile(store: StateStore, now: dt.datetime, *, courses_dir: Path | None =
                                     known.source, outcome="failed: " + exc.message, term=term.to_dict())
             if decision.acts and not dry_run:
                 act(store, known, term, now, decision, progress=progress, verbosity=verbosity)
+            if not dry_run and site_wide.mail is not None and known.course.contacts \
+                    and store.find(known.name) is not None:
+                mail(store, known, term, now, decision, Mailer(site_wide.mail))
         decisions.append(decision)
         report(decision)
     return decisions
+
+
+def mail(store: StateStore, known: Known, term: Term, now: dt.datetime, decision: Decision, mailer: Mailer) -> None:
+    """Mail the course's contacts what is due (hubfleet/notices.py); a mail problem never fails the course."""
+    try:
+        sent = notices.send_due(store, known.name, known.course, term, now, mailer)
+    except Exception as exc:  # noqa: BLE001 — the course is as reconcile left it; the next run mails again
+        store.add_event(known.name, "info", f"mailing the contacts failed ({type(exc).__name__}); the next run "
+                                            "tries again")
+        return
+    if sent:
+        decision.reason += f"; mailed the contacts: {', '.join(sent)}"
 
 
 def act(store: StateStore, known: Known, term: Term, now: dt.datetime, decision: Decision, *, progress=None,
@@ -255,6 +285,8 @@ def act(store: StateStore, known: Known, term: Term, now: dt.datetime, decision:
             store.update(known.name, outputs={**store.get(known.name).outputs,
                                               "image_switched": switch_moment(known.course).isoformat()})
             decision.reason += f" ({len(stopped)} server(s) stopped)"
+        elif decision.action == "record":
+            store.update(known.name, descriptor=known.course.model_dump(mode="json"))
         elif decision.action == "backup":
             made = backups.backup_course(store, known.name, at=now, progress=progress, verbosity=verbosity)
             decision.reason += f" ({made.summary.volumes} student(s), {made.summary.path.name})"

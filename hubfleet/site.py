@@ -19,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hubfleet.descriptor import problems_from, read_yaml
 from hubfleet.errors import FieldProblem, InvalidInput
 from hubfleet.inputs import duration_problem, duration_seconds
+from hubfleet.mail import SmtpSettings
 
 SITE_ENV = "HUBFLEET_SITE_CONFIG"
-SITE_WIDE_KEYS = ("addresses", "docker", "ca_certificates", "archives", "term")  # for every provider; the other fields are OpenStack's
+SITE_WIDE_KEYS = ("addresses", "docker", "ca_certificates", "archives", "term", "mail")  # for every provider; the other fields are OpenStack's
 SITE_FILE = "site.yaml"
 
 
@@ -172,6 +173,9 @@ class SiteWide(BaseModel):
     docker: DockerSite = Field(default_factory=DockerSite, description="The Docker provider's hosts.")
     archives: ArchivesSite = Field(default_factory=ArchivesSite, description="How long archives are kept.")
     term: TermSite = Field(default_factory=TermSite, description="When reconcile makes and removes courses.")
+    mail: SmtpSettings | None = Field(
+        None, description="The SMTP server reconcile mails a course's `contacts` through (the hub ready, its end "
+        "near, its archive made); absent: no mail.")
     ca_certificates: list[Path] = Field(
         default_factory=list, max_length=50,
         description="PEM files of authorities every host of every course trusts besides the public ones "

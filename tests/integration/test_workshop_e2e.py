@@ -37,6 +37,7 @@ from hubfleet.usernames import HEALTH_LOGIN, PROBE_USER, typed_username
 from tests.conftest import EXAMPLES, future
 from tests.integration.cli_helpers import HUBFLEET, hubfleet, labelled
 from tests.support import awkward
+from tests.support.smtp import body, running_inbox
 from tests.support.workshop_course import COURSE, HUB, IDLE_TIMEOUT, SECOND
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -172,17 +173,28 @@ def test_destroy_refused_while_another_command_holds_the_course(env, course):
 
 
 @pytest.fixture(scope="module")
-def term(tmp_path_factory):
+def term(env, tmp_path_factory):
     """The second course's term, as an operator keeps it: its descriptor in a courses directory that
-    `hubfleet reconcile` holds the fleet to, and the moments its dates give (the site's defaults)."""
+    `hubfleet reconcile` holds the fleet to, and the moments its dates give (the site's defaults). Its
+    teachers are its contacts, mailed by reconcile through an SMTP server on 127.0.0.1 (the site's `mail`)."""
     directory = tmp_path_factory.mktemp("courses")
     data = yaml.safe_load((EXAMPLES / "workshop.yaml").read_text())
-    data.update(name=SECOND, domain=f"{SECOND}.hub.localhost", dates={"start": future(30), "end": future(40)})
+    data.update(name=SECOND, domain=f"{SECOND}.hub.localhost", dates={"start": future(30), "end": future(40)},
+                contacts=CONTACTS)
     path = directory / f"{SECOND}.yaml"
     path.write_text(yaml.safe_dump(data))
-    yield {"dir": directory, "path": path, "data": data, "term": term_of(load_course(path), TermSite())}
+    site = Path(env["HUBFLEET_STATE_DIR"]) / "site.yaml"
+    with running_inbox() as (inbox, port):
+        site.write_text(yaml.safe_dump({"mail": {"host": "127.0.0.1", "port": port, "sender": "hubs@example.edu",
+                                                 "starttls": False}}))
+        yield {"dir": directory, "path": path, "data": data, "term": term_of(load_course(path), TermSite()),
+               "inbox": inbox}
+        site.unlink()
     # The next image test_a_new_image_... builds, which the course's host made again needs too.
     subprocess.run(["docker", "image", "rm", f"hubfleet/notebook:{SECOND}"], capture_output=True)
+
+
+CONTACTS = ["ada@example.edu", "grace@example.edu"]
 
 
 def reconcile(env, term, when: dt.datetime, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -229,6 +241,10 @@ def test_reconcile_makes_the_second_course_warm_before_its_start_even_killed_hal
     assert json.loads(hubfleet(env, "status", COURSE, "--json", "--no-probe").stdout)["healthy"]
     events = [message for _, _, kind, message in store.events(SECOND) if kind == "reconcile"]
     assert events[-1] == "finish: done" and "create: done" not in events
+    ready = term["inbox"].wait(1)[0]
+    assert ready["Subject"] == f"[hubfleet] {SECOND} is ready" and ready["X-Envelope-To"] == ", ".join(CONTACTS)
+    assert second.outputs["url"] in body(ready)
+    assert json.loads(hubfleet(env, "credentials", SECOND, "--json").stdout)["shared-password"] not in body(ready)
 
 
 def test_a_new_image_and_more_students_go_live_with_the_banner_and_her_work_is_kept(env, course, term):
@@ -254,6 +270,8 @@ def test_a_new_image_and_more_students_go_live_with_the_banner_and_her_work_is_k
     recorded = store.get(SECOND)
     assert recorded.descriptor["image"] == image and recorded.descriptor["load"]["students"] == 40
     assert "last day is" in recorded.outputs["announcement"]
+    ending = term["inbox"].wait(2)[1]
+    assert ending["Subject"].startswith(f"[hubfleet] {SECOND} ends on ") and moment(moments.remove_at) in body(ending)
 
     # Her running server keeps the image it started with; the hub's pages carry the banner.
     mark = "import os; print(os.environ.get('HUBFLEET_TERM_IMAGE'))"
@@ -277,6 +295,8 @@ def test_a_new_image_and_more_students_go_live_with_the_banner_and_her_work_is_k
     backup = store.get(SECOND).outputs["backup"]
     members = tarfile.open(backup["path"]).getnames()
     assert any(m.endswith("/students/bob.tar.gz") for m in members), members
+    shown = hubfleet(env, "status", SECOND, "--no-probe").stdout
+    assert f"last backup: {(moments.end_at + dt.timedelta(hours=1)).isoformat()}" in shown, shown
     again = reconcile(env, term, moments.end_at + dt.timedelta(hours=2))
     assert f"{SECOND} [grace] keep: healthy, students told to download their work" in again.stdout, again.stdout
 
@@ -310,6 +330,11 @@ def test_a_host_that_vanished_with_its_disks_is_made_again_with_the_students_fil
     over = reconcile(env, term, term["term"].remove_at + dt.timedelta(hours=1))
     assert f"{SECOND} [over] destroy: done" in over.stdout, over.stdout
     assert store.get(SECOND).status == "archived" and labelled(SECOND) == []
+    archived = term["inbox"].wait(3)[2]
+    assert archived["Subject"] == f"[hubfleet] {SECOND} is archived"
+    assert Path(store.get(SECOND).outputs["archive"]["path"]).name in body(archived)
+    assert term["inbox"].subjects()[:2] == [f"[hubfleet] {SECOND} is ready", ending_subject(term)]
+    assert len(term["inbox"].messages) == 3, "each notice once, whatever the runs between"
 
 
 def test_the_idle_culler_stopped_the_idle_teacher_and_never_the_silent_computation(env, course):
@@ -328,8 +353,12 @@ def test_the_idle_culler_stopped_the_idle_teacher_and_never_the_silent_computati
     log = subprocess.run(["docker", "exec", HUB, "journalctl", "-u", "jupyterhub", "--no-pager", "-o", "cat"],
                          capture_output=True, text=True, timeout=60).stdout
     assert "Culling server teacher" in log, "the idle culler stopped the teacher's server"
+    # Kim's silence must outlast the timeout by two cull rounds before it tells anything: on a fast run the
+    # module gets here sooner, so it waits for that moment (at most IDLE_TIMEOUT + 120 s after she started).
+    time.sleep(max(0.0, seen["computing_since"] + IDLE_TIMEOUT + 120 - time.time()))
+    log = subprocess.run(["docker", "exec", HUB, "journalctl", "-u", "jupyterhub", "--no-pager", "-o", "cat"],
+                         capture_output=True, text=True, timeout=60).stdout
     busy_for = time.time() - seen["computing_since"]
-    assert busy_for > IDLE_TIMEOUT + 120, f"looked at too soon to tell ({busy_for:.0f} s)"
     assert "kim" in hub.running_servers() and "Culling server kim" not in log, \
         f"Kim's computation, silent for {busy_for:.0f} s, was culled"
     kim = next(u for u in hub.users() if u["name"] == "kim")
@@ -338,6 +367,10 @@ def test_the_idle_culler_stopped_the_idle_teacher_and_never_the_silent_computati
     kernels = seen["kim"].get(f"{course['url']}/user/kim/api/kernels", timeout=30).json()
     assert {k["id"]: k["execution_state"] for k in kernels}.get(seen["kernel"]) == "busy"
     print(f"teacher culled; Kim's silent computation kept after {busy_for:.0f} s")
+
+
+def ending_subject(term) -> str:
+    return f"[hubfleet] {SECOND} ends on {term['term'].end_at.date() - dt.timedelta(days=1)}"
 
 
 def descendants(pid: int) -> list[int]:

@@ -55,6 +55,14 @@ def test_image_change_says_when_students_get_it(workshop_data):
     assert "running servers keep the old one" in image.effect
 
 
+def test_new_contacts_change_who_is_mailed_and_nothing_on_the_hub(workshop_data):
+    new = copy.deepcopy(workshop_data)
+    new["contacts"] = ["ada@example.edu"]
+    [change] = diff(workshop_data, new)
+    assert change.path == "contacts" and "ada@example.edu" in change.new
+    assert change.effect.startswith("who reconcile mails about the course") and "nothing on the hub" in change.effect
+
+
 def test_limit_change_applies_at_each_students_next_start(workshop_data):
     new = copy.deepcopy(workshop_data)
     new["load"]["memory_per_user"] = "1Gi"
