@@ -195,7 +195,7 @@ class DockerProvider(Provider):
         containers = self._labelled("ps", "-aq")
         if containers:
             self.progress(f"removing {len(containers)} host container(s) of {self.course_name}")
-            run_docker(["rm", "-f", "-v", *containers], timeout=600)
+            remove_containers(containers)
         volumes = self._labelled("volume", "ls", "-q")
         if volumes:
             self.progress(f"removing {len(volumes)} volume(s) of {self.course_name}")
@@ -210,7 +210,7 @@ class DockerProvider(Provider):
             if name not in ours:
                 continue
             self.progress(f"removing host {name}")
-            run_docker(["rm", "-f", "-v", name], timeout=600)
+            remove_containers([name])
             run_docker(["volume", "rm", "-f", f"{name}-docker"], timeout=600)
 
     def leftovers(self) -> list[str]:
@@ -408,6 +408,21 @@ class DockerProvider(Provider):
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+def remove_containers(containers: list[str], timeout: float = 600) -> None:
+    """`docker rm -f -v`, also when a run killed half-way left the engine removing them: wait for that one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = run_docker(["rm", "-f", "-v", *containers], check=False, timeout=timeout)
+        if result.returncode == 0:
+            return
+        if "already in progress" not in result.stderr or time.monotonic() > deadline:
+            raise ProvisionError(f"`docker rm -f -v` failed: {result.stderr.strip() or result.stdout.strip()}")
+        time.sleep(1)
+        containers = [c for c in containers if run_docker(["container", "inspect", c], check=False).returncode == 0]
+        if not containers:
+            return
 
 
 @dataclass(frozen=True)
