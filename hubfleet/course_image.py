@@ -56,6 +56,11 @@ def role_variables(image: str, *, placed: bool, cache: Path, progress: Progress)
     return {"image_name": image, "image_id": found, "image_archive": str(saved_archive(image, found, cache, progress))}
 
 
+def images_variables(images: list[str], *, placed: bool, cache: Path, progress: Progress) -> dict:
+    """roles/image's variables for every image a course offers (its environments), the default first."""
+    return {"image_list": [role_variables(image, placed=placed, cache=cache, progress=progress) for image in images]}
+
+
 def saved_archive(image: str, image_id: str, cache: Path, progress: Progress) -> Path:
     """A `docker save` tarball of the image, made once per image id."""
     cache.mkdir(parents=True, exist_ok=True, mode=0o700)
