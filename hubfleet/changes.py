@@ -227,6 +227,12 @@ def _generic(c: Context) -> str:
     return GENERIC
 
 
+def _environments(c: Context) -> str:
+    return ("the spawn page's choice once the hub restarts with it; every image placed on every host first; a student "
+            "gets the environment they choose at their next server start (a choice no longer offered: the first), "
+            "running servers keep theirs until then")
+
+
 def _contacts(c: Context) -> str:
     return "who reconcile mails about the course (ready, ending, archived); nothing on the hub changes"
 
@@ -253,6 +259,7 @@ EFFECTS: dict[str, Callable[[Context], str]] = {
     "tls.email": _generic,
     "class_hours": _class_hours,
     "contacts": _contacts,
+    "environments": _environments,
 }
 
 

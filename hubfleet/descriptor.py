@@ -87,6 +87,12 @@ def format_bytes(size: int) -> str:
     return f"{size}B"
 
 
+def check_image(value: str) -> str:
+    if len(value) > 255 or not IMAGE_RE.fullmatch(value):
+        raise ValueError(f"{show(value)} is not an image reference — write e.g. hubfleet/notebook:latest")
+    return value
+
+
 def check_secret_source(value: str) -> str:
     if value == "generate" or (value.startswith("env:") and len(value) > 4) or (
         value.startswith("file:") and len(value) > 5
@@ -603,6 +609,46 @@ class ClassHours(Strict):
         return v
 
 
+ENVIRONMENT_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")
+
+
+class Environment(Strict):
+    """One environment students may choose on the spawn page: an image, with its own limits if it needs them."""
+
+    name: str = Field(description="Short name (lowercase letters, digits, hyphens): an LTI link picks it with "
+                      "/hub/spawn?environment=NAME.", max_length=31)
+    title: str = Field(description="What students read on the spawn page.", min_length=1, max_length=80)
+    image: str = Field(description="Its notebook image.", max_length=255)
+    memory_per_user: str | None = Field(None, description="Its memory limit (load.memory_per_user when omitted).")
+    cpu_per_user: float | None = Field(None, ge=0.01, le=64,
+                                       description="Its CPU limit (load.cpu_per_user when omitted).")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not ENVIRONMENT_NAME_RE.fullmatch(v):
+            raise ValueError(f"{show(v)} is not a name — use lowercase letters, digits and hyphens, starting with a "
+                             "letter (e.g. python or r-studio)")
+        return v
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("is blank — give the name students see on the spawn page")
+        return v
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str) -> str:
+        return check_image(v)
+
+    @field_validator("memory_per_user", mode="before")
+    @classmethod
+    def _memory(cls, v: Any) -> str | None:
+        return None if v is None else check_size(v, *MEMORY_RANGE)
+
+
 GRADING_TOOLS = ("nbgrader",)
 COURSE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -633,7 +679,13 @@ class Course(Strict):
     provider: Literal["docker", "openstack"] = Field(
         "docker", description="Where the hosts run: docker (embedded default, this machine) or openstack."
     )
-    image: str = Field("hubfleet/notebook:latest", description="Notebook image every student gets.", max_length=255)
+    image: str = Field("hubfleet/notebook:latest", description="Notebook image every student gets (with "
+                       "`environments`: the first one's, not given).", max_length=255)
+    environments: list[Environment] | None = Field(
+        None, min_length=1, max_length=10,
+        description="Several environments students choose from on the spawn page (the first is the default): "
+        "each a name, a title, an image and optionally its own memory_per_user and cpu_per_user. Every image is "
+        "placed on every host; the plan sizes for the largest.")
     image_switch_at: dt.datetime | None = Field(
         None, description="When a changed image (or limits) reaches every student at once: at this moment "
         "(ISO 8601, UTC unless zoned) `hubfleet reconcile` stops the servers started before the course's last "
@@ -719,9 +771,47 @@ class Course(Strict):
     @field_validator("image")
     @classmethod
     def _image(cls, v: str) -> str:
-        if len(v) > 255 or not IMAGE_RE.fullmatch(v):
-            raise ValueError(f"{show(v)} is not an image reference — write e.g. hubfleet/notebook:latest")
+        return check_image(v)
+
+    @field_validator("environments")
+    @classmethod
+    def _environments(cls, v: list[Environment] | None) -> list[Environment] | None:
+        seen = [e.name for e in v or []]
+        twice = next((n for n in seen if seen.count(n) > 1), None)
+        if twice:
+            raise ValueError(f"{twice!r} is named twice — give each environment its own name")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_environment(cls, data: Any) -> Any:
+        """With `environments`, the course's image is the first one's: `image` is not given beside them."""
+        if not isinstance(data, dict) or data.get("environments") is None:
+            return data
+        first = data["environments"][0] if isinstance(data["environments"], list) and data["environments"] else None
+        default = first.get("image") if isinstance(first, dict) and isinstance(first.get("image"), str) else None
+        if "image" in data and data["image"] != default:  # a recorded course holds both, the same
+            raise ValueError("image: give the image in `environments` (the first is the default) and remove the "
+                             "`image` line")
+        return {**data, "image": default} if default else data
+
+    @property
+    def images(self) -> list[str]:
+        """Every image the course offers, the default first, each once."""
+        return list(dict.fromkeys([self.image, *(e.image for e in self.environments or [])]))
+
+    def limits_of(self, environment: Environment | None = None) -> tuple[int, float]:
+        """(memory bytes, CPU) a server of this environment may use (the course's load without one)."""
+        memory = environment.memory_per_user if environment and environment.memory_per_user else None
+        cpu = environment.cpu_per_user if environment and environment.cpu_per_user is not None else None
+        return (parse_quantity(memory) if memory else self.load.memory_bytes,
+                self.load.cpu_per_user if cpu is None else cpu)
+
+    @property
+    def largest_limits(self) -> tuple[int, float]:
+        """What the plan sizes for: the largest memory and CPU any environment is given."""
+        limits = [self.limits_of(e) for e in self.environments or []] or [self.limits_of()]
+        return max(m for m, _ in limits), max(c for _, c in limits)
 
     @field_validator("domain")
     @classmethod
@@ -820,12 +910,18 @@ def _describe(err: dict, model_fields: dict | None = None) -> str:
     return err["msg"]
 
 
+FIELD_FIRST = re.compile(r"([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*): (.+)", re.S)
+
+
 def problems_from(exc: ValidationError) -> list[FieldProblem]:
     seen: set[tuple[str, str]] = set()
     out: list[FieldProblem] = []
     for err in exc.errors(include_url=False):
         path = _field_path(err["loc"])
         msg = _describe(err)
+        named = FIELD_FIRST.fullmatch(msg) if not path else None
+        if named:  # a check across fields names the one to fix first ("image: ...")
+            path, msg = named.groups()
         msg = msg if len(msg) <= 600 else msg[:599] + "…"  # whatever was typed, the message stays readable
         if (path, msg) not in seen:
             seen.add((path, msg))

@@ -102,6 +102,8 @@ def role_variables(course: Course, plan: Plan, hosts: list[Host], cores: float |
         "hub_course": course.name,
         "hub_title": course.title,
         "hub_image": course.image,
+        # The spawn page's choice (roles/hub/files/hubfleet_environments.py); none for a course of one image.
+        "hub_environments": environments_for_hub(course),
         "hub_mem_limit": f"{plan.mem_limit // 2**20}M",
         "hub_cpu_limit": plan.cpu_limit,
         "hub_idle_timeout": course.culling.idle_timeout,
@@ -122,6 +124,16 @@ def role_variables(course: Course, plan: Plan, hosts: list[Host], cores: float |
         **teaching.role_variables(course, kind_of(course)),
         **tls.role_variables(course, hosts),
     }
+
+
+def environments_for_hub(course: Course) -> list[dict]:
+    """Each environment with the limits its servers get, as the hub's spawner takes them."""
+    hub = []
+    for environment in course.environments or []:
+        memory, cpu = course.limits_of(environment)
+        hub.append({"name": environment.name, "title": environment.title, "image": environment.image,
+                    "mem_limit": f"{memory // 2**20}M", "cpu_limit": float(cpu)})
+    return hub
 
 
 def ensure_secrets(store: StateStore, course: Course) -> dict:
@@ -217,10 +229,11 @@ def _create(store, course, plan, record, probe, verbosity, choices, trust_variab
     record("step", f"TLS pre-flight: {course.domain}, port 80 and the ACME server")
     tls_variables = tls.ensure_ready(store.dir, course, hosts, lambda message: record("info", message))
 
-    record("step", f"notebook image {course.image} onto the hosts")
-    placed = provider.ensure_image(course.image)
-    image_variables = course_image.role_variables(course.image, placed=placed, cache=store.dir / "cache" / "images",
-                                                  progress=lambda message: record("info", message))
+    images = course.images
+    record("step", f"notebook image{'s' if len(images) > 1 else ''} {', '.join(images)} onto the hosts")
+    placed = all([provider.ensure_image(image) for image in images])  # each one, not only up to a refusal
+    image_variables = course_image.images_variables(images, placed=placed, cache=store.dir / "cache" / "images",
+                                                    progress=lambda message: record("info", message))
 
     store.update(course.name, status="configuring")
     inventory = course_inventory(store, course.name, hosts, provider)

@@ -142,7 +142,7 @@ def plan_course(course: Course, catalogue: Catalogue, *, headroom: float = DEFAU
                 hosts_override: int | None = None) -> Plan:
     load = course.load
     concurrent = max(1, math.ceil(load.students * load.concurrent))
-    mem_user, cpu_user, disk_user = load.memory_bytes, load.cpu_per_user, load.disk_bytes
+    (mem_user, cpu_user), disk_user = course.largest_limits, load.disk_bytes  # the largest environment's
     memory_needed = math.ceil((concurrent * mem_user + HUB_MEMORY) * (1 + headroom))
     cpu_needed = concurrent * cpu_user * CPU_FACTOR + HUB_CPU
     notes: list[str] = []
@@ -185,6 +185,10 @@ def plan_course(course: Course, catalogue: Catalogue, *, headroom: float = DEFAU
         )
     if n > 1:
         notes.append(f"{n} hosts: the hub host is the Swarm manager, students are spread over all hosts")
+    if course.environments:
+        offered = ", ".join(f"{e.name} ({e.image})" for e in course.environments)
+        notes.append(f"environments on the spawn page: {offered}; sized for the largest "
+                     f"({format_bytes(mem_user)}, {cpu_user:g} CPU per student), every image on every host")
     max_hosts = load.max_hosts if load.max_hosts is not None else default_max_hosts(n)
     if max_hosts < n and hosts_override is None:
         raise InvalidInput([FieldProblem(

@@ -123,7 +123,7 @@ def test_grading_descriptor_fields_name_the_field_and_the_fix(workshop_data):
     data["grading"] = "nbgrader"
     data["authenticator"] = {k: v for k, v in LTI13.items() if k != "token_url"}
     found = problems(data)
-    assert "token.php" in found[""] and "authenticator.token_url" in found[""]
+    assert "token.php" in found["authenticator.token_url"]  # the check across fields names the field to fix
     data["authenticator"] = {**LTI13, "token_url": "ftp://moodle/token"}
     assert "is not a URL" in problems(data)["authenticator.token_url"]
 

@@ -24,8 +24,9 @@ from docker.types import Mount
 from dockerspawner import SwarmSpawner
 from jupyterhub.utils import url_path_join
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-from traitlets import Int, List, Unicode
+from traitlets import Dict, Int, List, Unicode, default
 
+import hubfleet_environments
 from hubfleet_seats import LINE, down_nodes, placed_load, running_users
 
 NODE_LABEL = "hubfleet.host"
@@ -43,6 +44,8 @@ class PinnedSwarmSpawner(SwarmSpawner):
     server_start_timeout = Int(180, config=True, help="Seconds a server may take to answer once admitted.")
     line_bypass_users = List(Unicode(), config=True, help="Users who take a seat without waiting (the health probe).")
     line_bypass_groups = List(Unicode(), config=True, help="Groups whose members take a seat without waiting.")
+    environments = List(Dict(), config=True, help="The course's environments, the first the default "
+                        "(hubfleet_environments); empty: the course's image and limits only.")
 
     # One pool for every student's Docker calls: upstream's single thread makes a rush queue behind it.
     _executor = ThreadPoolExecutor(8, thread_name_prefix="docker")
@@ -66,6 +69,30 @@ class PinnedSwarmSpawner(SwarmSpawner):
         self.node = node  # the volume stays on that node after the server stops
         if self.name == "":
             LINE.leave(self.user.name)  # stopped, failed or cancelled: the seat or the place is free
+
+    # --- the student's environment -------------------------------------------------------------
+
+    @default("options_form")
+    def _environments_form(self):
+        if len(self.environments) < 2:
+            return ""
+        return lambda spawner: hubfleet_environments.form(
+            spawner.environments, (spawner.user_options or {}).get(hubfleet_environments.FIELD))
+
+    @default("options_from_form")
+    def _environment_from_form(self):
+        return lambda data: hubfleet_environments.options(self.environments, data) if self.environments else {}
+
+    def apply_environment(self) -> None:
+        """The image and limits of the environment this start runs (kept by JupyterHub from the last choice)."""
+        if not self.environments:
+            return
+        environment, asked = hubfleet_environments.chosen(self.environments, self.user_options)
+        if not asked:
+            self.log.warning("%s asked for an environment the course no longer offers: %s", self.user.name,
+                             environment["name"])
+        self.image, self.mem_limit, self.cpu_limit = environment["image"], environment["mem_limit"], \
+            float(environment["cpu_limit"])
 
     # --- the line ---------------------------------------------------------------------------
 
@@ -134,6 +161,7 @@ class PinnedSwarmSpawner(SwarmSpawner):
             raise
 
     async def start(self):
+        self.apply_environment()
         key = self.user.name
         if self._bypasses_line():
             LINE.bypass(key)
