@@ -262,8 +262,13 @@ def test_a_new_image_and_more_students_go_live_with_the_banner_and_her_work_is_k
     subprocess.run(["docker", "build", "-q", "-t", image, "-"], check=True, capture_output=True, text=True,
                    input=f"FROM {term['data']['image']}\nENV HUBFLEET_TERM_IMAGE=next\n")
     switch = moments.notice_at + dt.timedelta(hours=2)  # everybody gets the new image then, at once
-    changed = {**term["data"], "image": image, "load": {**term["data"]["load"], "students": 40},
-               "image_switch_at": switch.isoformat()}
+    # Offered as two environments: the new image, the default, and the first one, leaner, as "lean".
+    first = term["data"]["image"]
+    changed = {**{k: v for k, v in term["data"].items() if k != "image"},
+               "environments": [{"name": "python", "title": "Python, this week's", "image": image},
+                                {"name": "lean", "title": "Lean <small> & quick", "image": first,
+                                 "memory_per_user": "256Mi", "cpu_per_user": 0.25}],
+               "load": {**term["data"]["load"], "students": 40}, "image_switch_at": switch.isoformat()}
     term["path"].write_text(yaml.safe_dump(changed))
     applied = reconcile(env, term, moments.notice_at + dt.timedelta(hours=1))
     assert f"{SECOND} [live] apply: done" in applied.stdout, applied.stdout
@@ -288,6 +293,7 @@ def test_a_new_image_and_more_students_go_live_with_the_banner_and_her_work_is_k
     assert execute(server, mark, session=bob).output.strip() == "next"
     assert execute(server, "print(open('/home/jovyan/essay.md').read())", session=bob).output == "# bob, week 1\n\n"
     stop_own_server(bob, url, "bob")
+    choose_the_lean_environment(url, password, image, first)
 
     # In the grace, nobody on the hub and its first backup due for days: backed up, his essay in it.
     grace = reconcile(env, term, moments.end_at + dt.timedelta(hours=1))
@@ -299,6 +305,31 @@ def test_a_new_image_and_more_students_go_live_with_the_banner_and_her_work_is_k
     assert f"last backup: {(moments.end_at + dt.timedelta(hours=1)).isoformat()}" in shown, shown
     again = reconcile(env, term, moments.end_at + dt.timedelta(hours=2))
     assert f"{SECOND} [grace] keep: healthy, students told to download their work" in again.stdout, again.stdout
+
+
+def choose_the_lean_environment(url: str, password: str, image: str, first: str) -> None:
+    """Both images on the host; the spawn page offers both, refuses a name it does not offer, and the second,
+    chosen, runs its image with its own limits."""
+    for offered in (image, first):
+        assert subprocess.run(["docker", "exec", f"{SECOND}-hub", "docker", "image", "inspect", offered],
+                              capture_output=True).returncode == 0, f"{offered} is not on the host"
+    alice = login_with_password(url, "alice", password)
+    page = alice.get(f"{url}/hub/spawn/alice", timeout=30)
+    assert page.status_code == 200 and page.text.count('name="environment"') == 2, page.text[:2000]
+    assert "Lean &lt;small&gt; &amp; quick" in page.text and "<small> &" not in page.text
+    refused = alice.get(f"{url}/hub/spawn/alice?environment=matlab", timeout=30)
+    assert "is not offered in this course" in refused.text and "python, lean" in refused.text
+    assert alice.get(f"{url}/hub/api/users/alice", timeout=30).json().get("servers") in ({}, None)
+    xsrf = cookie_for(alice, "_xsrf", "/hub/spawn/alice")
+    posted = alice.post(f"{url}/hub/spawn/alice", data={"environment": "lean", "_xsrf": xsrf or ""}, timeout=60,
+                        allow_redirects=False)
+    assert posted.status_code in (302, 303), posted.text[:500]
+    start_own_server(alice, url, "alice")  # waits for the server the form started, and opens it
+    shown = execute(f"{url}/user/alice", "import os; print(os.environ.get('HUBFLEET_TERM_IMAGE'), "
+                    "os.environ['JUPYTER_IMAGE_SPEC'], os.environ['MEM_LIMIT'], os.environ['CPU_LIMIT'])",
+                    session=alice).output.split()
+    assert shown == ["None", first, str(256 * 2**20), "0.25"], shown
+    stop_own_server(alice, url, "alice")
 
 
 def test_a_host_that_vanished_with_its_disks_is_made_again_with_the_students_files(env, term):
