@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import (
     BaseModel,
+    AfterValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -91,6 +92,16 @@ def check_image(value: str) -> str:
     if len(value) > 255 or not IMAGE_RE.fullmatch(value):
         raise ValueError(f"{show(value)} is not an image reference — write e.g. hubfleet/notebook:latest")
     return value
+
+
+def check_shown(value: str) -> str:
+    if not value.strip():
+        raise ValueError("is blank — give the text students see")
+    return value
+
+
+ImageRef = Annotated[str, AfterValidator(check_image)]
+ShownText = Annotated[str, AfterValidator(check_shown)]  # a title students read: not only spaces
 
 
 def check_secret_source(value: str) -> str:
@@ -617,8 +628,8 @@ class Environment(Strict):
 
     name: str = Field(description="Short name (lowercase letters, digits, hyphens): an LTI link picks it with "
                       "/hub/spawn?environment=NAME.", max_length=31)
-    title: str = Field(description="What students read on the spawn page.", min_length=1, max_length=80)
-    image: str = Field(description="Its notebook image.", max_length=255)
+    title: ShownText = Field(description="What students read on the spawn page.", min_length=1, max_length=80)
+    image: ImageRef = Field(description="Its notebook image.", max_length=255)
     memory_per_user: str | None = Field(None, description="Its memory limit (load.memory_per_user when omitted).")
     cpu_per_user: float | None = Field(None, ge=0.01, le=64,
                                        description="Its CPU limit (load.cpu_per_user when omitted).")
@@ -630,18 +641,6 @@ class Environment(Strict):
             raise ValueError(f"{show(v)} is not a name — use lowercase letters, digits and hyphens, starting with a "
                              "letter (e.g. python or r-studio)")
         return v
-
-    @field_validator("title")
-    @classmethod
-    def _title(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("is blank — give the name students see on the spawn page")
-        return v
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, v: str) -> str:
-        return check_image(v)
 
     @field_validator("memory_per_user", mode="before")
     @classmethod
@@ -675,11 +674,11 @@ class Course(Strict):
 
     name: str = Field(description="DNS-safe name, unique in the fleet (lowercase, digits, hyphens; 2–32).",
                       max_length=32)
-    title: str = Field(description="Human title shown to students.", min_length=1, max_length=200)
+    title: ShownText = Field(description="Human title shown to students.", min_length=1, max_length=200)
     provider: Literal["docker", "openstack"] = Field(
         "docker", description="Where the hosts run: docker (embedded default, this machine) or openstack."
     )
-    image: str = Field("hubfleet/notebook:latest", description="Notebook image every student gets (with "
+    image: ImageRef = Field("hubfleet/notebook:latest", description="Notebook image every student gets (with "
                        "`environments`: the first one's, not given).", max_length=255)
     environments: list[Environment] | None = Field(
         None, min_length=1, max_length=10,
@@ -760,18 +759,6 @@ class Course(Strict):
         if len(set(v)) != len(v):
             raise ValueError("an address is listed twice — give each contact once")
         return v
-
-    @field_validator("title")
-    @classmethod
-    def _title(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("is blank — give the title students see")
-        return v
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, v: str) -> str:
-        return check_image(v)
 
     @field_validator("environments")
     @classmethod

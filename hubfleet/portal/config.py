@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from hubfleet.descriptor import (
-    DISK_RANGE, MEMORY_RANGE, AcmeTls, Course, Ldap, Strict, check_hostname, check_size, check_url, problems_from,
+    DISK_RANGE, MEMORY_RANGE, AcmeTls, ImageRef, Ldap, Strict, check_hostname, check_size, check_url, problems_from,
     read_yaml,
 )
 from hubfleet.errors import FieldProblem, InvalidInput
@@ -25,15 +25,10 @@ CONFIG_FILE = "portal.yaml"
 class ImageChoice(Strict):
     """One notebook image teachers may pick, with what each student's server gets."""
 
-    image: str = Field(description="Image reference, e.g. hubfleet/notebook:latest.")
+    image: ImageRef = Field(description="Image reference, e.g. hubfleet/notebook:latest.")  # a descriptor's rule
     label: str = Field(description="What teachers see in the list.", min_length=1, max_length=120)
     memory_per_user: str = Field("512Mi", description="Memory limit of one student's server.")
     cpu_per_user: float = Field(0.5, description="CPU cores of one student's server (0.01 to 64).", ge=0.01, le=64)
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, v: str) -> str:
-        return Course._image(v)  # the same rule as a descriptor's image
 
     @field_validator("memory_per_user", mode="before")
     @classmethod

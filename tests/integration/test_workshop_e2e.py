@@ -330,6 +330,14 @@ def choose_the_lean_environment(url: str, password: str, image: str, first: str)
                     session=alice).output.split()
     assert shown == ["None", first, str(256 * 2**20), "0.25"], shown
     stop_own_server(alice, url, "alice")
+    # Where an LTI link's custom_next=/hub/spawn?environment=lean sends a student after the launch: no page to
+    # choose on, her server starts in that environment.
+    carol = login_with_password(url, "carol", password)
+    assert carol.get(f"{url}/hub/spawn?environment=lean", timeout=60).status_code == 200
+    start_own_server(carol, url, "carol")
+    assert execute(f"{url}/user/carol", "import os; print(os.environ['JUPYTER_IMAGE_SPEC'])",
+                   session=carol).output.strip() == first
+    stop_own_server(carol, url, "carol")
 
 
 def test_a_host_that_vanished_with_its_disks_is_made_again_with_the_students_files(env, term):
