@@ -212,7 +212,10 @@ def operator_ends_the_course_on_a_phone(browser, base: str, request_id: int, app
         page.fill("#f-password", PASSWORD)
         page.click("button:has-text('Archive the students')")
         wait_for(lambda: portal_of(app).db.request(request_id).state == "archived", timeout=20, what="archived")
-        page.reload()
+        # The fake destroy can finish before the form's own answer has loaded: a reload then finds the page
+        # mid-navigation; a fresh visit, once the answer is in, does not.
+        page.wait_for_load_state("load")
+        page.goto(f"{base}/requests/{request_id}")
         expect(page.get_by_role("heading", name="Archived")).to_be_visible()
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
         shot(page, "fake-9-archived")
