@@ -89,8 +89,8 @@ class PinnedSwarmSpawner(SwarmSpawner):
             return
         environment, asked = hubfleet_environments.chosen(self.environments, self.user_options)
         if not asked:
-            self.log.warning("%s asked for an environment the course no longer offers: %s", self.user.name,
-                             environment["name"])
+            self.log.warning("%s chose environment %r, which the course no longer offers: starting %s", self.user.name,
+                             str(self.user_options.get(hubfleet_environments.FIELD))[:64], environment["name"])
         self.image, self.mem_limit, self.cpu_limit = environment["image"], environment["mem_limit"], \
             float(environment["cpu_limit"])
 
