@@ -157,6 +157,9 @@ def test_a_start_runs_the_chosen_image_with_its_limits(monkeypatch):
     offered.user_options = {"environment": "r"}
     asyncio.run(offered.start())
     assert started[-1] == ("r:1", 2048 * 2**20, 1.0)
+    offered.user_options = {"environment": "gone"}  # kept from a course that offered it: the default, logged
+    asyncio.run(offered.start())
+    assert started[-1] == ("py:1", 512 * 2**20, 0.5)
     offered.user_options = {}  # started through the API, no choice given: the default
     asyncio.run(offered.start())
     assert started[-1] == ("py:1", 512 * 2**20, 0.5)
