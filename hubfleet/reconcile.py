@@ -9,11 +9,11 @@ hubfleet/term.py says its phase at `now`; one decision follows:
              repaired (converged) when unhealthy, the end-of-term banner set when due, backed up when a
              backup is due and nobody is on the hub; hosts that vanished are made again and the students
              whose volume went with them get their files back from the last backup (hubfleet/backups.py)
+    grace    as live, with the banner telling students to download their work
+    over     archived, the archive verified, then removed (a destroy that stopped goes on)
 
 A course's `contacts` are mailed when its hub is ready, when its end is near and when it is archived
 (hubfleet/notices.py), through the site file's `mail` server.
-    grace    as live, with the banner telling students to download their work
-    over     archived, the archive verified, then removed (a destroy that stopped goes on)
 
 Every decision is computed before anything is done (`--dry-run` prints them and stops); each action
 is logged in the course's events; a course that fails never stops the others; a course already as it
