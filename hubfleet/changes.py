@@ -233,6 +233,12 @@ def _environments(c: Context) -> str:
             "running servers keep theirs until then")
 
 
+def _egress(c: Context) -> str:
+    proxy = ("; pip, conda and apt use the proxy from each student's next server start" if c.new.egress == "package-index"
+             else "")
+    return f"every host's firewall changes at once, running servers included{proxy}"
+
+
 def _contacts(c: Context) -> str:
     return "who reconcile mails about the course (ready, ending, archived); nothing on the hub changes"
 
@@ -260,6 +266,7 @@ EFFECTS: dict[str, Callable[[Context], str]] = {
     "class_hours": _class_hours,
     "contacts": _contacts,
     "environments": _environments,
+    "egress": _egress,
 }
 
 

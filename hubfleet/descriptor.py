@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from hubfleet.egress import DEFAULT_MODE as DEFAULT_EGRESS
+from hubfleet.egress import Mode as EgressMode
 from hubfleet.errors import FieldProblem, InvalidInput
 from hubfleet.inputs import MAX_SCALAR, duration_problem, read_yaml, show, text_problem
 from hubfleet.usernames import ADMIN_USER, is_reserved
@@ -701,6 +703,11 @@ class Course(Strict):
         "plain HTTP is not offered.",
     )
     culling: Culling = Field(default_factory=Culling, description="Idle-server culling.")
+    egress: EgressMode = Field(
+        DEFAULT_EGRESS, description="Where students' servers may connect to: open (the internet), package-index (only "
+        "the site's package indexes, through a proxy on each host: pip, conda, apt) or none (nothing outside the "
+        "hub). In every mode never to another student's server, the hosts' services, the cloud's metadata "
+        "address or the operator's networks (docs/egress.md).")
     contacts: list[str] = Field(
         default_factory=list, max_length=20,
         description="Teachers' email addresses: `hubfleet reconcile` mails them when the hub is ready, when its "

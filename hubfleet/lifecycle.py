@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from hubfleet import ansible, course_image, peers, teaching, tls, trust
+from hubfleet import ansible, course_image, egress, peers, teaching, tls, trust
 from hubfleet.authenticators import ADMIN_USER, kind_of
 from hubfleet.archive import ArchiveSummary, join_parts, sha256_file, verify
 from hubfleet.descriptor import Course, parse_recorded
@@ -24,7 +24,7 @@ from hubfleet.providers.docker import acme_local
 from hubfleet.health import PROBE_USER, Health, check
 from hubfleet.jupyter import HubClient
 from hubfleet.providers import Host, HostSpec, Provider, get_provider
-from hubfleet.site import Addresses, load_site_wide
+from hubfleet.site import SiteWide, load_site_wide
 from hubfleet.sizing import Plan, load_catalogue, plan_course, spawn_limit_for
 from hubfleet.state import Instance, StateStore
 from hubfleet.usernames import spawner_escape
@@ -89,12 +89,13 @@ def plan_for(store: StateStore, course: Course, *, flavors: Path | None = None, 
 
 
 def role_variables(course: Course, plan: Plan, hosts: list[Host], cores: float | None = None, *,
-                   addresses: Addresses | None = None) -> dict:
+                   site: SiteWide | None = None) -> dict:
     """What the roles need, none of it secret: goes into the generated inventory.
 
     `cores` is what the hosts really have when less than planned (Docker hosts share this machine):
     the spawn limit follows the real cores, or a crowd of starts would outrun them.
     """
+    site = site or SiteWide()
     spawn_limit = plan.spawn_limit
     if cores:
         spawn_limit = min(spawn_limit, spawn_limit_for(cores, course.load.cpu_per_user))
@@ -119,7 +120,10 @@ def role_variables(course: Course, plan: Plan, hosts: list[Host], cores: float |
         "hub_line_bypass_groups": [teaching.TEACHERS_GROUP],
         "swarm_course": course.name,
         "proxy_domain": course.domain,
-        **(addresses or Addresses()).role_variables(),
+        **site.addresses.role_variables(),
+        # Where students' servers may connect to (roles/egress on every host, the proxy in the hub's settings).
+        **egress.role_variables(course, site.egress, site.addresses.engine_bridge,
+                                [str(net) for _, net in site.addresses.ranges()], hosts),
         **kind_of(course).role_variables(course),
         **teaching.role_variables(course, kind_of(course)),
         **tls.role_variables(course, hosts),
@@ -240,7 +244,7 @@ def _create(store, course, plan, record, probe, verbosity, choices, trust_variab
     # The plan's hosts decide the hub's settings: elastic hosts add seats, never a hub restart.
     ansible.write_course_variables(inventory, {
         **role_variables(course, plan, hosts, provider.cpu_cores(hosts[:len(plan.hosts)]),
-                         addresses=load_site_wide(store.dir).addresses),
+                         site=load_site_wide(store.dir)),
         **image_variables,
         **tls_variables,
         **trust_variables,

@@ -1,7 +1,7 @@
 """The operator's site file: where it is, and its sections that hold for every course on the site.
 
 One YAML file per site, read from `$HUBFLEET_SITE_CONFIG` or `<state-dir>/site.yaml`. Its optional
-site-wide sections (`addresses`, `docker`, `ca_certificates`, `archives`) hold for every provider
+site-wide sections (`addresses`, `docker`, `ca_certificates`, `archives`, `term`, `mail`, `egress`) hold for every provider
 and default when the file or the section is absent; its other fields are the OpenStack provider's own settings
 (hubfleet/providers/openstack/settings.py). Every error names the field and the fix.
 """
@@ -17,12 +17,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hubfleet.descriptor import problems_from, read_yaml
+from hubfleet.egress import EgressSite
 from hubfleet.errors import FieldProblem, InvalidInput
 from hubfleet.inputs import duration_problem, duration_seconds
 from hubfleet.mail import SmtpSettings
 
 SITE_ENV = "HUBFLEET_SITE_CONFIG"
-SITE_WIDE_KEYS = ("addresses", "docker", "ca_certificates", "archives", "term", "mail")  # for every provider; the other fields are OpenStack's
+SITE_WIDE_KEYS = ("addresses", "docker", "ca_certificates", "archives", "term", "mail", "egress")  # for every provider; the other fields are OpenStack's
 SITE_FILE = "site.yaml"
 
 
@@ -173,6 +174,8 @@ class SiteWide(BaseModel):
     docker: DockerSite = Field(default_factory=DockerSite, description="The Docker provider's hosts.")
     archives: ArchivesSite = Field(default_factory=ArchivesSite, description="How long archives are kept.")
     term: TermSite = Field(default_factory=TermSite, description="When reconcile makes and removes courses.")
+    egress: EgressSite = Field(default_factory=EgressSite, description="What a `package-index` course's students "
+                               "reach through the proxy, and the networks no student reaches (docs/egress.md).")
     mail: SmtpSettings | None = Field(
         None, description="The SMTP server reconcile mails a course's `contacts` through (the hub ready, its end "
         "near, its archive made); absent: no mail.")

@@ -6,13 +6,14 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from hubfleet import tls
+from hubfleet import egress, tls
 from hubfleet.app import Application
 from hubfleet.cli.params import FilePath
 from hubfleet.changes import compare
 from hubfleet.descriptor import Course, format_bytes, load_course, parse_recorded
 from hubfleet.errors import HubfleetError, NotFound
 from hubfleet.lifecycle import plan_for, provider_for
+from hubfleet.site import load_site_wide
 from hubfleet.sizing import Plan
 
 
@@ -47,7 +48,9 @@ def command(app: Application, descriptor: Path, flavors: Path | None, hosts: int
     A rush may grow the course to load.max_hosts hosts (default: twice the plan, at least one
     more); students beyond the capacity wait in line on the hub instead of getting an error.
     Every hub is HTTPS: the plan says where its certificate comes from (without `tls`, the
-    provider's ACME server: the embedded one on docker, Let's Encrypt on openstack).
+    provider's ACME server: the embedded one on docker, Let's Encrypt on openstack). It also says
+    where students' servers may connect to (`egress`; without it, package-index: only the site's
+    package indexes, through a proxy on each host).
     """
     course = load_course(descriptor)
     if diff:
@@ -61,12 +64,17 @@ def command(app: Application, descriptor: Path, flavors: Path | None, hosts: int
         except HubfleetError as exc:
             notes.append(f"pre-flight not run: {exc.message}")
     https = tls.summary(course)
+    site_egress = load_site_wide(app.store.dir).egress
+    outward = {"mode": course.egress, "summary": egress.summary(course.egress, site_egress),
+               "package_indexes": list(site_egress.package_indexes) if course.egress == "package-index" else []}
     if as_json:
-        app.print_json({**plan.to_dict(), "https": https, "preflight": preflight, "plan_notes": notes})
+        app.print_json({**plan.to_dict(), "https": https, "egress": outward, "preflight": preflight,
+                        "plan_notes": notes})
     else:
         render_plan(app, plan)
         app.out.print(f"https: {https['url']}, certificate from {https['certificate']}", markup=False)
         app.out.print(f"  needs: {https['needs']}", markup=False)
+        app.out.print(f"egress: {outward['summary']}", markup=False)
         for note in notes:
             app.warn(note)
         if preflight is not None:

@@ -31,10 +31,10 @@ def test_hub_api_answers_and_knows_the_service(host):
     assert host.run("pgrep -f jupyterhub_idle_culler").rc == 0, "the idle culler runs as a hub service"
 
 
-def test_swarm_overlay_and_hub_api_on_the_course_address(host):
+def test_swarm_and_hub_api_on_the_course_address(host):
     assert host.check_output("docker info --format '{{.Swarm.LocalNodeState}}'") == "active"
-    assert host.check_output("docker network inspect hubfleet-overlay --format '{{.Driver}}'") == "overlay"
     config = host.file("/etc/jupyterhub/jupyterhub_config.py").content_string
+    assert 'c.DockerSpawner.network_name = ""' in config, "servers on docker0, on no shared network"
     address = re.search(r'hub_bind_url = "http://([0-9.]+):8081"', config).group(1)
     assert address == host.ansible("setup")["ansible_facts"]["ansible_default_ipv4"]["address"]
     assert host.socket(f"tcp://{address}:8081").is_listening
