@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import tarfile
@@ -36,7 +37,7 @@ from hubfleet.term import moment, term_of
 from hubfleet.usernames import HEALTH_LOGIN, PROBE_USER, typed_username
 from tests.conftest import EXAMPLES, future
 from tests.integration.cli_helpers import HUBFLEET, hubfleet, labelled
-from tests.support import awkward
+from tests.support import awkward, egress_peers
 from tests.support.smtp import body, running_inbox
 from tests.support.workshop_course import COURSE, HUB, IDLE_TIMEOUT, SECOND
 
@@ -184,12 +185,16 @@ def term(env, tmp_path_factory):
     path = directory / f"{SECOND}.yaml"
     path.write_text(yaml.safe_dump(data))
     site = Path(env["HUBFLEET_STATE_DIR"]) / "site.yaml"
+    before = site.read_text() if site.exists() else None  # the workshop's egress section (workshop_peers)
     with running_inbox() as (inbox, port):
-        site.write_text(yaml.safe_dump({"mail": {"host": "127.0.0.1", "port": port, "sender": "hubs@example.edu",
-                                                 "starttls": False}}))
+        site.write_text(yaml.safe_dump({**(yaml.safe_load(before or "{}") or {}), "mail": {
+            "host": "127.0.0.1", "port": port, "sender": "hubs@example.edu", "starttls": False}}))
         yield {"dir": directory, "path": path, "data": data, "term": term_of(load_course(path), TermSite()),
                "inbox": inbox}
-        site.unlink()
+        if before is None:
+            site.unlink()
+        else:
+            site.write_text(before)
     # The next image test_a_new_image_... builds, which the course's host made again needs too.
     subprocess.run(["docker", "image", "rm", f"hubfleet/notebook:{SECOND}"], capture_output=True)
 
@@ -406,6 +411,148 @@ def test_the_idle_culler_stopped_the_idle_teacher_and_never_the_silent_computati
     kernels = seen["kim"].get(f"{course['url']}/user/kim/api/kernels", timeout=30).json()
     assert {k["id"]: k["execution_state"] for k in kernels}.get(seen["kernel"]) == "busy"
     print(f"teacher culled; Kim's silent computation kept after {busy_for:.0f} s")
+
+
+# --- egress: where a student's server may connect to (docs/egress.md) -----------------------------------------
+
+
+def on_hub_host(command: str, timeout: float = 120) -> str:
+    return subprocess.run(["docker", "exec", HUB, "sh", "-c", command], capture_output=True, text=True, check=True,
+                          timeout=timeout).stdout.strip()
+
+
+def server_of(student: str) -> tuple[str, int]:
+    """The student's server container on the hub host: its docker0 address (port 8888) and its published port."""
+    container = on_hub_host(f"docker ps -q --filter name=jupyter-{student}.")
+    address = on_hub_host(f"docker inspect {container} --format '{{{{.NetworkSettings.Networks.bridge.IPAddress}}}}'")
+    published = on_hub_host(f"docker port {container} 8888").splitlines()[0].rsplit(":", 1)[1]
+    return address, int(published)
+
+
+def reached_from_the_host(address: str, port: int) -> bool:
+    code = f"import socket; s = socket.socket(); s.settimeout(5); print(s.connect_ex(({address!r}, {port})))"
+    return on_hub_host(f"python3 -c {shlex.quote(code)}") == "0"
+
+
+@pytest.fixture(scope="module")
+def reach(course, workshop_peers):
+    """What Alice's kernel tries besides the peers: Kim's server (her container, her published port on the node),
+    the host's own SSH and HTTPS on its course address and its bridge address, and the hub API it needs."""
+    url = course["url"]
+    alice = login_with_password(url, "alice", course["creds"]["shared-password"])
+    start_own_server(alice, url, "alice")  # the idle culler may have stopped her since
+    private = next(h for h in course["status"]["hosts"] if h["role"] == "hub")["private_address"]
+    kim_address, kim_published = server_of("kim")
+    targets = {"kim's server": (kim_address, 8888), "kim's published port": (private, kim_published),
+               "host ssh": (private, 22), "host https": (private, 443), "bridge ssh": ("198.18.0.1", 22),
+               "hub api": (private, 8081)}
+    every = {**{name: (address, egress_peers.PORT) for name, address in workshop_peers.servers.items()}, **targets}
+    unreached = [name for name, where in every.items() if not reached_from_the_host(*where)]
+    assert not unreached, f"the hub host itself must reach them all (else a refusal proves nothing): {unreached}"
+    return {"alice": alice, "targets": targets, "runs": 0}
+
+
+def probe(course, peers, reach) -> dict:
+    reach["runs"] += 1
+    code = egress_peers.probe_code(peers, reach["targets"], str(reach["runs"]))
+    ran = execute(f"{course['url']}/user/alice", code, session=reach["alice"], timeout=300)
+    assert ran.status == "ok", ran.error
+    return json.loads(ran.output)
+
+
+NEVER = ("operator", "metadata", "kim's server", "kim's published port", "host ssh", "host https", "bridge ssh")
+
+
+def change_egress(env, course, mode: str) -> None:
+    data = yaml.safe_load(course["path"].read_text())
+    was = data.get("egress", "package-index")
+    data["egress"] = mode
+    course["path"].write_text(yaml.safe_dump(data))
+    diff = hubfleet(env, "plan", str(course["path"]), "--diff").stdout
+    assert f"egress: {was} → {mode}" in diff and "firewall changes at once" in diff, diff
+    result = json.loads(hubfleet(env, "create", str(course["path"]), "--json", "--no-probe").stdout)
+    assert result["status"] == "ready"
+
+
+def test_package_index_a_course_that_said_nothing_installs_from_the_index_and_reaches_nothing_else(
+        env, course, workshop_peers, reach):
+    """The workshop's descriptor has no `egress`: package-index, with the site's one index (a server this run
+    started on a network it created). pip installs from it through the host's proxy; nothing else answers, directly
+    or through the proxy; Kim's server, the host's services, the operator's range and the metadata address never."""
+    found = probe(course, workshop_peers, reach)
+    assert found["pip"] == 0, found["pip-said"]
+    assert found["probe"] == egress_peers.ANSWER
+    assert found["proxy-variable"] == "http://198.18.0.1:3128"
+    assert found["via-proxy"]["index"] == "index"
+    assert {name: found["via-proxy"][name] for name in ("elsewhere", "operator", "metadata")} == {
+        "elsewhere": "HTTPError 403", "operator": "HTTPError 403", "metadata": "HTTPError 403"}, found["via-proxy"]
+    assert found["hub api"] == "open"
+    refused = {name: found[name] for name in ("index", "elsewhere", *NEVER)}
+    assert all(state != "open" for state in refused.values()), refused
+    print(f"package-index: {refused}")
+
+
+def test_none_refuses_the_index_too_at_once_for_the_running_server(env, course, workshop_peers, reach):
+    """`egress: none` applied to the live course: Alice's server, started under package-index and still running
+    with its proxy setting, reaches nothing now, not even the index; no server was restarted for it."""
+    alice_before = on_hub_host("docker ps -q --filter name=jupyter-alice.")
+    change_egress(env, course, "none")
+    assert on_hub_host("docker ps -q --filter name=jupyter-alice.") == alice_before, "her server kept running"
+    found = probe(course, workshop_peers, reach)
+    assert found["proxy-variable"] == "http://198.18.0.1:3128", "the same server, started before the change"
+    assert found["pip"] != 0 and "hubfleet-egress-probe" in found["pip-said"]
+    assert all(not answer.startswith(("index", "elsewhere")) for answer in found["via-proxy"].values()), found
+    assert found["hub api"] == "open"
+    assert all(found[name] != "open" for name in ("index", "elsewhere", *NEVER)), found
+    assert on_hub_host("systemctl is-active tinyproxy || true") == "inactive"
+
+
+def test_open_reaches_the_world_but_never_other_students_the_hosts_the_metadata_or_the_operator(
+        env, course, workshop_peers, reach):
+    change_egress(env, course, "open")
+    found = probe(course, workshop_peers, reach)
+    assert found["index"] == "open" and found["elsewhere"] == "open"
+    assert found["pip"] == 0, found["pip-said"]
+    assert found["hub api"] == "open"
+    never = {name: found[name] for name in NEVER}
+    assert all(state != "open" for state in never.values()), never
+    print(f"open: {never}")
+
+
+def test_the_rules_come_back_after_a_docker_restart_and_a_reboot_of_the_host(env, course, workshop_peers):
+    """A restart of the engine and a reboot of the host both find the rules in place before any container
+    runs: a fresh container on the hub host's bridge still cannot reach the operator's range or the metadata
+    address (the course is `open` now: the world outside answers it)."""
+    check = ("import json, socket\nfound = {}\nfor name, address in %r.items():\n"
+             "    s = socket.socket(); s.settimeout(5)\n"
+             "    found[name] = s.connect_ex((address, %d)) == 0\n    s.close()\nprint(json.dumps(found))"
+             % (workshop_peers.servers, egress_peers.PORT))
+
+    def from_a_fresh_container() -> dict:
+        image = on_hub_host("docker image ls --format '{{.Repository}}:{{.Tag}}' hubfleet/notebook | head -1")
+        return json.loads(on_hub_host(f"docker run --rm --entrypoint python3 {image} -c {shlex.quote(check)}"))
+
+    expected = {"index": True, "elsewhere": True, "operator": False, "metadata": False}
+    assert from_a_fresh_container() == expected
+    # What a reboot leaves: no rules at all. The engine's restart applies them again before it starts.
+    on_hub_host("iptables -D DOCKER-USER -i docker0 -j HUBFLEET-EGRESS; iptables -D INPUT -i docker0 -j "
+                "HUBFLEET-EGRESS-HOST; iptables -F HUBFLEET-EGRESS; iptables -F HUBFLEET-EGRESS-HOST")
+    on_hub_host("systemctl restart docker", timeout=300)
+    assert on_hub_host("iptables -S DOCKER-USER").splitlines()[1] == "-A DOCKER-USER -i docker0 -j HUBFLEET-EGRESS"
+    assert from_a_fresh_container() == expected
+    # A real reboot: the host's container restarted, systemd boots it, the unit runs before the engine.
+    subprocess.run(["docker", "restart", HUB], check=True, capture_output=True, timeout=300)
+    deadline = time.monotonic() + 240
+    while on_hub_host("systemctl is-active docker || true") != "active":
+        assert time.monotonic() < deadline, "the host's engine did not come back after the reboot"
+        time.sleep(2)
+    assert on_hub_host("systemctl is-active hubfleet-egress") == "active"
+    assert from_a_fresh_container() == expected
+    # The course comes back with its host: its address and port as this machine now publishes them.
+    status = json.loads(hubfleet(env, "status", COURSE, "--json").stdout)
+    hub = next(h for h in status["hosts"] if h["role"] == "hub")
+    course.update(url=status["url"], https=hub["https_port"], http=hub["http_port"], status=status)
+    assert status["healthy"], status
 
 
 def ending_subject(term) -> str:

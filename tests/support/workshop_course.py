@@ -24,6 +24,7 @@ from hubfleet.providers.docker import acme_local
 from tests.conftest import EXAMPLES, future
 from tests.integration.cli_helpers import hubfleet, labelled
 from tests.integration.conftest import unique_course_name
+from tests.support import egress_peers
 from tests.support.courses import start_computing
 
 COURSE = unique_course_name("t-workshop")  # unique per run: other runs may share this Docker engine
@@ -61,7 +62,22 @@ def workshop_browser(workshop_env):
 
 
 @pytest.fixture(scope="session")
-def workshop(workshop_env, workshop_browser, tmp_path_factory):
+def workshop_peers(workshop_env, tmp_path_factory):
+    """The world outside the workshop for its egress tests (tests/support/egress_peers.py): networks and
+    servers this run creates. The site file names their package index and operator range before the
+    workshop is made, as an operator's would."""
+    peers = egress_peers.plan_peers(f"hubfleet-test-{COURSE}")
+    site = Path(workshop_env["HUBFLEET_STATE_DIR"]) / "site.yaml"
+    site.write_text(yaml.safe_dump({"egress": peers.site_egress()}))
+    try:
+        egress_peers.start(peers, tmp_path_factory.mktemp("egress-peers"))
+        yield peers
+    finally:
+        egress_peers.stop(peers, [HUB])
+
+
+@pytest.fixture(scope="session")
+def workshop(workshop_env, workshop_browser, workshop_peers, tmp_path_factory):
     """Create the workshop once; yields what the tests need to reach it. Removed at the end if a test
     did not (the workshop's last tests destroy it with its archive)."""
     directory = tmp_path_factory.mktemp(COURSE)
@@ -74,6 +90,7 @@ def workshop(workshop_env, workshop_browser, tmp_path_factory):
         creds = json.loads(hubfleet(workshop_env, "credentials", COURSE, "--json").stdout)
         status = json.loads(hubfleet(workshop_env, "status", COURSE, "--json", "--no-probe").stdout)
         hub = next(h for h in status["hosts"] if h["role"] == "hub")
+        egress_peers.connect(workshop_peers, HUB)
         with tls.trusting(workshop_browser):  # pebble's root exists once create has started it
             idle = start_idle_and_computing(status["url"], creds)
             yield {"path": path, "output": proc.stdout + proc.stderr, "url": status["url"], "creds": creds,
