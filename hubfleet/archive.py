@@ -11,6 +11,7 @@ teacher:
     <course>-<stamp>/students/<user>.tar.gz   one student's volume, to hand back alone
     <course>-<stamp>/teaching/course.tar.gz   a graded course's nbgrader folder: gradebook, assignments,
                                               submissions, feedback (and teaching/exchange.tar.gz)
+    <course>-<stamp>/teaching/shared.tar.gz   the course's shared folder (`shared_data`), as teachers left it
 
 It holds the students' work only. The operator's file (restore/<course>-<stamp>.hub.tar, mode
 0600) holds what restoring the hub needs and no teacher may see: hub-data.tar.gz (the hub's
@@ -45,7 +46,8 @@ volume before the course was removed. index.json says which student each file be
 
 teaching/course.tar.gz (a course graded with nbgrader) is the teachers' course folder: gradebook.db
 (every grade and comment), source/, release/, submitted/, autograded/ and feedback/; teaching/
-exchange.tar.gz what went through the exchange (every submission, every feedback).
+exchange.tar.gz what went through the exchange (every submission, every feedback). teaching/
+shared.tar.gz (a course with a shared folder) is that folder as the teachers left it.
 
 Check the files:        sha256sum -c SHA256SUMS
 Open one student's:     mkdir alice && tar -xzf students/alice.tar.gz -C alice

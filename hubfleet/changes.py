@@ -239,6 +239,16 @@ def _egress(c: Context) -> str:
     return f"every host's firewall changes at once, running servers included{proxy}"
 
 
+def _shared_data(c: Context) -> str:
+    if c.old.shared_data is None:
+        return "the shared folder is made on every host; each server gets it at its next start"
+    if c.new.shared_data is None:
+        return ("the folder stops being copied and servers started from now on go without it; its files stay on "
+                "the hub host and in the archive")
+    return ("the new source's files reach the folder at the next create (files of the same name replaced, the "
+            "teachers' other files kept), every host within a minute")
+
+
 def _contacts(c: Context) -> str:
     return "who reconcile mails about the course (ready, ending, archived); nothing on the hub changes"
 
@@ -267,6 +277,7 @@ EFFECTS: dict[str, Callable[[Context], str]] = {
     "contacts": _contacts,
     "environments": _environments,
     "egress": _egress,
+    "shared_data": _shared_data,
 }
 
 

@@ -671,6 +671,26 @@ class Grading(Strict):
         return v
 
 
+SHARED_ARCHIVES = (".tar.gz", ".tgz", ".tar", ".zip")
+
+
+class SharedData(Strict):
+    """The course's shared folder, `shared` in everyone's home: students read it, teachers write it."""
+
+    source: Path | None = Field(
+        None, description="A directory, or a .tar.gz, .tgz, .tar or .zip archive, on the machine running hubfleet "
+        "(an absolute path: reconcile may run elsewhere) whose files fill the folder at the first create and "
+        "again whenever they change (files of the same name are replaced, the teachers' other files stay). "
+        "Absent: the folder starts empty.")
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source(cls, v: Any) -> Any:
+        if isinstance(v, str) and (not v.strip() or any(c in v for c in "\n\r\x00")):
+            raise ValueError("give the path of a directory or an archive (.tar.gz, .tgz, .tar, .zip)")
+        return v
+
+
 class Course(Strict):
     """One course, MOOC session or workshop: one JupyterHub."""
 
@@ -722,6 +742,10 @@ class Course(Strict):
         "image, the expected students' volumes exist and the hosts for the class are up (`hubfleet warm`, "
         "run by `hubfleet autoscale`).",
     )
+    shared_data: SharedData | None = Field(
+        None, description="A shared folder in everyone's home (`shared`): students read it, teachers (the course's "
+        "admins and LMS instructors) write it, on every host of the course; kept in the archive. "
+        "`shared_data: PATH` is short for `shared_data: {source: PATH}` (docs/shared-data.md).")
     ca_certificates: list[Path] = Field(
         default_factory=list,
         description="PEM files of certificate authorities every host of the course trusts besides the public "
@@ -733,6 +757,11 @@ class Course(Strict):
     @classmethod
     def _grading_shorthand(cls, v: Any) -> Any:
         return {"tool": v} if isinstance(v, str) else v
+
+    @field_validator("shared_data", mode="before")
+    @classmethod
+    def _shared_data_shorthand(cls, v: Any) -> Any:
+        return {"source": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _grading_login(self) -> "Course":

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from hubfleet import ansible, course_image, egress, peers, teaching, tls, trust
+from hubfleet import ansible, course_image, egress, peers, shared_data, teaching, tls, trust
 from hubfleet.authenticators import ADMIN_USER, kind_of
 from hubfleet.archive import ArchiveSummary, join_parts, sha256_file, verify
 from hubfleet.descriptor import Course, parse_recorded
@@ -118,6 +118,7 @@ def role_variables(course: Course, plan: Plan, hosts: list[Host], cores: float |
         "hub_pressure_timeout": course.culling.pressure_seconds,
         "hub_probe_user": PROBE_USER,
         "hub_line_bypass_groups": [teaching.TEACHERS_GROUP],
+        "hub_teachers_group": teaching.TEACHERS_GROUP,
         "swarm_course": course.name,
         "proxy_domain": course.domain,
         **site.addresses.role_variables(),
@@ -222,6 +223,11 @@ def _create(store, course, plan, record, probe, verbosity, choices, trust_variab
     problems = provider.check(specs)
     if problems:
         raise ProvisionError("pre-flight failed, nothing was created:\n  - " + "\n  - ".join(problems))
+    # The shared folder's source, read and packed before any host is touched (a bad one changes nothing).
+    packed = shared_data.pack(course, store.dir / "cache" / "shared")
+    if packed is not None:
+        record("info", f"shared folder: {packed.files} entries, {packed.size / 2**20:.1f} MiB from "
+                       f"{course.shared_data.source}")
     _, public_key = ansible.ensure_ssh_key(workdir / "secrets")
     secrets = ensure_secrets(store, course)
 
@@ -246,6 +252,7 @@ def _create(store, course, plan, record, probe, verbosity, choices, trust_variab
         **role_variables(course, plan, hosts, provider.cpu_cores(hosts[:len(plan.hosts)]),
                          site=load_site_wide(store.dir)),
         **image_variables,
+        **shared_data.role_variables(course, packed),
         **tls_variables,
         **trust_variables,
         "hub_announcement": announcement})

@@ -59,6 +59,9 @@ def walk(root: str):
                 if entry.path in skipped:
                     yield relative, "skipped: Jupyter's secrets", 0
                     continue
+                if os.path.ismount(entry.path):  # the course's shared folder: the course's, not the student's
+                    yield relative, "skipped: a folder the course shares, not yours", 0
+                    continue
                 yield relative, "dir", 0
                 stack.append(entry.path)
             elif stat.S_ISREG(info.st_mode):

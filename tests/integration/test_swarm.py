@@ -11,6 +11,7 @@ file order.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import subprocess
@@ -57,6 +58,7 @@ def course(env, tmp_path_factory):
     data["load"] = {"students": 2, "concurrent": 0.5, "memory_per_user": "1Gi", "cpu_per_user": 0.5,
                     "disk_per_user": "1Gi"}
     data.pop("tls", None)  # the default: HTTPS from the embedded ACME server
+    data["shared_data"] = {}  # a shared folder that starts empty: kept on the hub host, copied to the worker
     path = folder / f"{COURSE}.yaml"
     path.write_text(yaml.safe_dump(data))
     state_dir = Path(env["HUBFLEET_STATE_DIR"])
@@ -67,7 +69,8 @@ def course(env, tmp_path_factory):
             raise AssertionError(f"create failed:\n{made.stdout}\n{made.stderr}")
         print(f"create of a one-host course: {time.monotonic() - started:.1f} s")
         creds = json.loads(hubfleet(env, "credentials", COURSE, "--json").stdout)
-        state = {"path": path, "password": creds["shared-password"], "files": {}, "created": made.stdout + made.stderr}
+        state = {"path": path, "password": creds["shared-password"], "admin": creds["admin-password"], "files": {},
+                 "created": made.stdout + made.stderr}
         root = acme_local.acme_dir(state_dir) / "root.pem"
         # As a student's browser: *.localhost is this machine, the embedded root is trusted (requests, websockets).
         with tls.resolving_to_loopback(f"{COURSE}.hub.localhost"), tls.trusting(root), \
@@ -156,6 +159,33 @@ def test_students_spread_and_find_their_work_after_restart(env, course):
                         session=session)
         assert again.output.strip() == "1000", f"{user} must find their file on their node"
     assert servers_per_node(env) == {f"{COURSE}-hub": 1, WORKER: 1}, "each student stays on their node"
+    stop_own_server(bob, url, "bob")
+
+
+def test_a_teachers_note_in_the_shared_folder_reaches_a_student_on_the_worker(env, course):
+    """The teacher (a course admin) is placed on the hub's node, where the folder is kept, and writes a note;
+    Bob, whose server is on the worker, reads it there within a minute (the worker copies the hub host's
+    folder every 30 s) and cannot write next to it."""
+    url = course["url"]
+    teacher = login_with_password(url, "teacher", course["admin"])
+    start_own_server(teacher, url, "teacher")
+    assert {n["host"]: n["servers"] for n in status(env)["nodes"]}[f"{COURSE}-hub"] == 2, "the teacher is on the hub"
+    wrote = execute(f"{url}/user/teacher", "open('/home/jovyan/shared/exam.md', 'w').write('Thursday, 9:00\\n')",
+                    session=teacher)
+    assert wrote.status == "ok", wrote.error
+    stop_own_server(teacher, url, "teacher")
+    bob = login_with_password(url, "bob", course["password"])
+    start_own_server(bob, url, "bob")
+    read = ("import os, time, errno\n"
+            "for _ in range(90):\n"
+            "    if os.path.exists('/home/jovyan/shared/exam.md'): break\n"
+            "    time.sleep(1)\n"
+            "try:\n    open('/home/jovyan/shared/bob.md', 'w')\nexcept OSError as exc:\n    print(exc.errno)\n"
+            "print(open('/home/jovyan/shared/exam.md').read(), end='')")
+    seen = execute(f"{url}/user/bob", read, session=bob, timeout=150)
+    assert seen.status == "ok", seen.error
+    assert seen.output == f"{errno.EROFS}\nThursday, 9:00\n", seen.output
+    assert servers_per_node(env)[WORKER] == 1, "Bob read it on the worker"
     stop_own_server(bob, url, "bob")
 
 

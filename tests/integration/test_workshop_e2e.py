@@ -39,7 +39,7 @@ from tests.conftest import EXAMPLES, future
 from tests.integration.cli_helpers import HUBFLEET, hubfleet, labelled
 from tests.support import awkward, egress_peers
 from tests.support.smtp import body, running_inbox
-from tests.support.workshop_course import COURSE, HUB, IDLE_TIMEOUT, SECOND
+from tests.support.workshop_course import COURSE, HUB, IDLE_TIMEOUT, SECOND, SHARED_FILES
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -413,6 +413,54 @@ def test_the_idle_culler_stopped_the_idle_teacher_and_never_the_silent_computati
     print(f"teacher culled; Kim's silent computation kept after {busy_for:.0f} s")
 
 
+# --- the course's shared folder (docs/shared-data.md) ---------------------------------------------------------
+
+SHARED = "/home/jovyan/shared"
+READ_SHARED = f"""
+import json, os, pathlib
+root = pathlib.Path({SHARED!r})
+found = {{str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}}
+try:
+    (root / "mine.txt").write_text("a student's")
+    found["written"] = "yes"
+except OSError as exc:
+    found["written"] = type(exc).__name__ + " " + str(exc.errno)
+try:
+    os.remove(root / "week 1" / "data.csv")
+    found["removed"] = "yes"
+except OSError as exc:
+    found["removed"] = type(exc).__name__
+print(json.dumps(found))
+"""
+
+
+def shared_seen_by(course, student: str, session) -> dict:
+    ran = execute(f"{course['url']}/user/{student}", READ_SHARED, session=session)
+    assert ran.status == "ok", ran.error
+    return json.loads(ran.output)
+
+
+def test_every_student_reads_the_shared_folder_a_teacher_writes_it_and_students_see_it_at_once(course):
+    """The workshop was made with a shared folder filled from a directory (tests/support/workshop_course.py).
+    Alice reads it and can neither add nor remove a file; the teacher (a course admin) is placed on the hub's
+    node, writes a note there from her kernel, and Alice's running server sees it at once."""
+    url = course["url"]
+    alice = login_with_password(url, "alice", course["creds"]["shared-password"])
+    start_own_server(alice, url, "alice")
+    seen = shared_seen_by(course, "alice", alice)
+    assert {name: seen[name] for name in SHARED_FILES} == SHARED_FILES
+    assert seen["written"] == "OSError 30" and seen["removed"] == "OSError", "read-only for a student (EROFS)"
+    teacher = login_with_password(url, "teacher", course["creds"]["admin-password"])
+    start_own_server(teacher, url, "teacher")
+    wrote = execute(f"{url}/user/teacher", "import pathlib; p = pathlib.Path('/home/jovyan/shared/from the teacher.md'); "
+                    "p.write_text('Exercise 2 is online\\n'); print(p.stat().st_uid)", session=teacher)
+    assert wrote.status == "ok" and wrote.output.strip() == "1000", wrote.error
+    seen = shared_seen_by(course, "alice", alice)
+    assert seen["from the teacher.md"] == "Exercise 2 is online\n" and seen["written"] == "OSError 30"
+    stop_own_server(teacher, url, "teacher")
+    course["alice"] = alice
+
+
 # --- egress: where a student's server may connect to (docs/egress.md) -----------------------------------------
 
 
@@ -496,6 +544,9 @@ def test_none_refuses_the_index_too_at_once_for_the_running_server(env, course, 
     """`egress: none` applied to the live course: Alice's server, started under package-index and still running
     with its proxy setting, reaches nothing now, not even the index; no server was restarted for it."""
     alice_before = on_hub_host("docker ps -q --filter name=jupyter-alice.")
+    # The shared folder's source changes too: the same create fills it again (the next test looks).
+    (course["shared"] / "week 2.md").write_text("# Week 2\n")
+    (course["shared"] / "week 1" / "data.csv").write_text("x,y\n1,2\n3,4\n")
     change_egress(env, course, "none")
     assert on_hub_host("docker ps -q --filter name=jupyter-alice.") == alice_before, "her server kept running"
     found = probe(course, workshop_peers, reach)
@@ -505,6 +556,14 @@ def test_none_refuses_the_index_too_at_once_for_the_running_server(env, course, 
     assert found["hub api"] == "open"
     assert all(found[name] != "open" for name in ("index", "elsewhere", *NEVER)), found
     assert on_hub_host("systemctl is-active tinyproxy || true") == "inactive"
+
+
+def test_a_changed_source_reaches_the_shared_folder_and_the_teachers_note_stays(course):
+    """Between the last two creates (egress none) the folder's source gained a file and changed one: the
+    create filled the folder again from it; what the teacher wrote there is still there."""
+    seen = shared_seen_by(course, "alice", course["alice"])
+    assert seen["week 2.md"] == "# Week 2\n" and seen["week 1/data.csv"] == "x,y\n1,2\n3,4\n"
+    assert seen["from the teacher.md"] == "Exercise 2 is online\n" and seen["ünïcode ✓/read me.md"] == "# Bienvenue\n"
 
 
 def test_open_reaches_the_world_but_never_other_students_the_hosts_the_metadata_or_the_operator(
@@ -659,6 +718,10 @@ def test_the_archive_holds_every_entry_byte_for_byte_and_no_hub_secret(env, cour
         with tarfile.open(fileobj=tar.extractfile(f"{restore.name.removesuffix('.tar')}/hub-data.tar.gz")) as hub:
             assert "jupyterhub/jupyterhub.sqlite" in hub.getnames()
     assert {"hub-data.tar.gz", "secrets/alice.tar.gz"} <= kept, "the operator keeps what the teacher may not see"
+    (shared,) = [entry for entry in index["teaching"] if entry["name"] == "shared"]
+    with tarfile.open(archive) as tar, tarfile.open(fileobj=tar.extractfile(f"{top}/{shared['file']}")) as folder:
+        files = {m.name.removeprefix("./"): folder.extractfile(m).read() for m in folder if m.isfile()}
+    assert files["from the teacher.md"] == b"Exercise 2 is online\n" and files["week 2.md"] == b"# Week 2\n", files
 
 
 def test_archives_lists_the_real_archive_and_prunes_it_after_the_keep_time(env, course):

@@ -32,6 +32,7 @@ SECOND = unique_course_name("t-second")
 DOMAIN = f"{COURSE}.hub.localhost"
 HUB = f"{COURSE}-hub"
 IDLE_TIMEOUT = 300  # the workshop's culling.idle_timeout here: the shortest a descriptor takes
+SHARED_FILES = {"week 1/data.csv": "x,y\n1,2\n", "ünïcode ✓/read me.md": "# Bienvenue\n"}
 COMPUTING = "import time\ntime.sleep(3600)  # prints nothing: only its kernel's being busy says she is working"
 
 
@@ -82,7 +83,12 @@ def workshop(workshop_env, workshop_browser, workshop_peers, tmp_path_factory):
     did not (the workshop's last tests destroy it with its archive)."""
     directory = tmp_path_factory.mktemp(COURSE)
     path = directory / f"{COURSE}.yaml"
-    path.write_text(yaml.safe_dump(descriptor_data(COURSE, culling={"idle_timeout": IDLE_TIMEOUT})))
+    shared = directory / "shared-source"  # the course's shared folder starts with these (test_workshop_e2e.py)
+    for name, text in SHARED_FILES.items():
+        (shared / name).parent.mkdir(parents=True, exist_ok=True)
+        (shared / name).write_text(text)
+    path.write_text(yaml.safe_dump(descriptor_data(COURSE, culling={"idle_timeout": IDLE_TIMEOUT},
+                                                   shared_data=str(shared))))
     try:
         started = time.monotonic()
         proc = hubfleet(workshop_env, "create", str(path))
@@ -93,7 +99,8 @@ def workshop(workshop_env, workshop_browser, workshop_peers, tmp_path_factory):
         egress_peers.connect(workshop_peers, HUB)
         with tls.trusting(workshop_browser):  # pebble's root exists once create has started it
             idle = start_idle_and_computing(status["url"], creds)
-            yield {"path": path, "output": proc.stdout + proc.stderr, "url": status["url"], "creds": creds,
+            yield {"path": path, "shared": shared, "output": proc.stdout + proc.stderr, "url": status["url"],
+                   "creds": creds,
                    "seconds": seconds, "status": status, "https": hub["https_port"], "http": hub["http_port"],
                    "root": str(workshop_browser), "dir": directory, "culling": idle}
     finally:

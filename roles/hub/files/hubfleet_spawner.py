@@ -46,6 +46,10 @@ class PinnedSwarmSpawner(SwarmSpawner):
     line_bypass_groups = List(Unicode(), config=True, help="Groups whose members take a seat without waiting.")
     environments = List(Dict(), config=True, help="The course's environments, the first the default "
                         "(hubfleet_environments); empty: the course's image and limits only.")
+    shared_data_dir = Unicode("", config=True, help="The course's shared folder on every node (roles/shared_data); "
+                              "'' for none.")
+    shared_data_mount = Unicode("/home/jovyan/shared", config=True, help="Where servers see the shared folder.")
+    teachers_group = Unicode("teachers", config=True, help="Members (and hub admins) write the shared folder.")
 
     # One pool for every student's Docker calls: upstream's single thread makes a rush queue behind it.
     _executor = ThreadPoolExecutor(8, thread_name_prefix="docker")
@@ -240,10 +244,30 @@ class PinnedSwarmSpawner(SwarmSpawner):
         candidates = under or list(ready)
         return min(sorted(candidates), key=lambda label: load[label])
 
+    # --- the shared folder: students read it, teachers write it on the hub's node -------------------
+
+    def is_teacher(self) -> bool:
+        return bool(self.user.admin) or self.teachers_group in {g.name for g in getattr(self.user, "groups", [])}
+
+    async def hub_node(self) -> str | None:
+        """The manager's node label: the shared folder's own copy is there (the others are copies of it)."""
+        ready = await self._ready_nodes()
+        return next((label for label, n in ready.items() if "ManagerStatus" in n), None)
+
+    _writes_shared = False
+
     async def create_object(self):
+        hub_node = await self.hub_node() if self.shared_data_dir and self.is_teacher() else None
+        if not self.node and hub_node:
+            self.node = hub_node  # a teacher writes the shared folder where it is kept
+            self.log.info("Placing teacher %s on the hub's node %s", self.user.name, self.node)
         if not self.node:
             self.node = await self.choose_node()
             self.log.info("Placing %s on node %s", self.user.name, self.node)
+        self._writes_shared = bool(hub_node) and self.node == hub_node
+        if hub_node and not self._writes_shared:
+            self.log.warning("teacher %s has their files on node %s: the shared folder is read-only there",
+                             self.user.name, self.node)
         self.extra_placement_spec = {"constraints": [f"node.labels.{NODE_LABEL} == {self.node}"]}
         self.extra_endpoint_spec = {"ports": {None: (self.port, "tcp", "host")}}
         return await super().create_object()
@@ -265,11 +289,15 @@ class PinnedSwarmSpawner(SwarmSpawner):
     @property
     def mounts(self):
         # Named volumes are volumes on the node, not bind mounts of a path.
-        return [
+        mounts = [
             Mount(target=vol["bind"], source=source, read_only=vol["mode"] == "ro",
                   type="bind" if source.startswith("/") else "volume")
             for source, vol in self.volume_binds.items()
         ]
+        if self.shared_data_dir:
+            mounts.append(Mount(target=self.shared_data_mount, source=self.shared_data_dir, type="bind",
+                                read_only=not self._writes_shared))
+        return mounts
 
     async def get_ip_and_port(self):
         task = await self.get_task()
