@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from hubfleet.inputs import ipv4_network
+
 if TYPE_CHECKING:
     from hubfleet.descriptor import Course
     from hubfleet.providers.base import Host
@@ -89,15 +91,7 @@ class EgressSite(BaseModel):
     @field_validator("operator_networks")
     @classmethod
     def _networks(cls, v: list[str]) -> list[str]:
-        found = []
-        for item in v:
-            try:
-                net = ipaddress.ip_network(str(item).strip(), strict=True)
-            except ValueError:
-                raise ValueError(f"{item!r} is not an IPv4 range — write one such as 10.0.0.0/8") from None
-            if net.version != 4:
-                raise ValueError(f"{item} is IPv6: the students' network is IPv4, list IPv4 ranges")
-            found.append(str(net))
+        found = [str(ipv4_network(item, "10.0.0.0/8", "the students' network is IPv4")) for item in v]
         return list(dict.fromkeys(found))
 
 

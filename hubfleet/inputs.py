@@ -10,6 +10,7 @@ hubfleet crash, loop or eat memory, and every refusal names the field and the fi
 
 from __future__ import annotations
 
+import ipaddress
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -226,3 +227,14 @@ def duration_seconds(value: str) -> int:
     """Seconds in a duration that `duration_problem` accepted."""
     text = value.strip()
     return 0 if text == "0" else int(text[:-1]) * DURATION_UNITS[text[-1]]
+
+
+def ipv4_network(value: Any, example: str, why: str = "the hosts' networks here are IPv4") -> ipaddress.IPv4Network:
+    """An IPv4 range as written (host bits not set), or a ValueError naming the fix."""
+    try:
+        net = ipaddress.ip_network(str(value).strip(), strict=True)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 range — write one such as {example}") from None
+    if net.version != 4:
+        raise ValueError(f"{value} is IPv6 — {why}: write a range such as {example}")
+    return net

@@ -19,22 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hubfleet.descriptor import problems_from, read_yaml
 from hubfleet.egress import EgressSite
 from hubfleet.errors import FieldProblem, InvalidInput
-from hubfleet.inputs import duration_problem, duration_seconds
+from hubfleet.inputs import duration_problem, duration_seconds, ipv4_network
 from hubfleet.mail import SmtpSettings
 
 SITE_ENV = "HUBFLEET_SITE_CONFIG"
 SITE_WIDE_KEYS = ("addresses", "docker", "ca_certificates", "archives", "term", "mail", "egress")  # for every provider; the other fields are OpenStack's
 SITE_FILE = "site.yaml"
-
-
-def _network(value: str, example: str) -> ipaddress.IPv4Network:
-    try:
-        net = ipaddress.ip_network(str(value).strip(), strict=True)
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IPv4 network — write a range such as {example}") from None
-    if net.version != 4:
-        raise ValueError(f"{value} is IPv6 — Docker's address pools here are IPv4 ranges such as {example}")
-    return net
 
 
 class Addresses(BaseModel):
@@ -73,7 +63,7 @@ class Addresses(BaseModel):
     def _pools(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("list at least one range, such as 198.18.128.0/17")
-        return [str(_network(item, "198.18.128.0/17")) for item in v]
+        return [str(ipv4_network(item, "198.18.128.0/17", "Docker's address pools here are IPv4")) for item in v]
 
     @model_validator(mode="after")
     def _apart(self) -> "Addresses":

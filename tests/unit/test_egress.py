@@ -3,7 +3,6 @@ and the firewall rules and proxy filter the role writes (rendered here from its 
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 
@@ -15,31 +14,20 @@ from click.testing import CliRunner
 from hubfleet import egress
 from hubfleet.changes import compare
 from hubfleet.cli import cli
-from hubfleet.descriptor import parse_course
 from hubfleet.errors import InvalidInput
 from hubfleet.flavors import load_catalogue
 from hubfleet.providers.base import Host
 from hubfleet.site import SiteWide, parse_site_wide
 from hubfleet.sizing import plan_course
+from tests.support.descriptors import STATS, stats_course
 from tests.support.modules import ROOT
 
-BASE = {
-    "name": "stats-101",
-    "title": "Statistics",
-    "authenticator": {"kind": "shared-password", "password": "generate"},
-    "load": {"students": 40, "memory_per_user": "512Mi", "cpu_per_user": 0.5},
-    "dates": {"start": "2030-02-01", "end": "2030-06-30"},
-    "domain": "stats.hub.example.edu",
-}
 HUB = Host(name="stats-101-hub", role="hub", address="203.0.113.7", ssh_port=22, private_address="10.20.0.5")
 WORKER = Host(name="stats-101-w1", role="worker", address="127.0.0.1", ssh_port=2222, private_address="10.20.0.6")
 TEMPLATES = ROOT / "roles" / "egress" / "templates"
 
 
-def course(**changes):
-    data = copy.deepcopy(BASE)
-    data.update(changes)
-    return parse_course(data, today=None)
+course = stats_course
 
 
 def variables(mode: str, site: dict | None = None, hosts=(HUB, WORKER)) -> dict:
@@ -182,12 +170,12 @@ def test_the_proxy_allows_the_listed_hosts_exactly():
 
 def test_plan_says_the_egress_and_plan_diff_says_the_firewall_changes_at_once(tmp_path):
     path = tmp_path / "course.yaml"
-    path.write_text(yaml.safe_dump({**BASE, "egress": "none"}))
+    path.write_text(yaml.safe_dump({**STATS, "egress": "none"}))
     runner = CliRunner()
     state = ["--state-dir", str(tmp_path / "state")]
     shown = runner.invoke(cli, [*state, "plan", str(path)], catch_exceptions=False)
     assert "egress: none — nothing outside the hub" in shown.output
-    path.write_text(yaml.safe_dump(BASE))
+    path.write_text(yaml.safe_dump(STATS))
     planned = json.loads(runner.invoke(cli, [*state, "plan", str(path), "--json"], catch_exceptions=False).output)
     assert planned["egress"]["mode"] == "package-index" and "pypi.org" in planned["egress"]["package_indexes"]
 

@@ -4,28 +4,19 @@ choice (roles/hub/files/hubfleet_environments.py) and what the spawner runs for 
 from __future__ import annotations
 
 import asyncio
-import copy
 from types import SimpleNamespace
 
 import pytest
 
-from hubfleet.descriptor import parse_course
 from hubfleet.errors import InvalidInput
 from hubfleet.flavors import load_catalogue
 from hubfleet.lifecycle import environments_for_hub
 from hubfleet.sizing import plan_course
+from tests.support.descriptors import stats_course
 from tests.support.modules import ROOT, load_file
 
 environments_module = load_file("roles/hub/files/hubfleet_environments.py")
 
-BASE = {
-    "name": "stats-101",
-    "title": "Statistics",
-    "authenticator": {"kind": "shared-password", "password": "generate"},
-    "load": {"students": 40, "memory_per_user": "512Mi", "cpu_per_user": 0.5},
-    "dates": {"start": "2030-02-01", "end": "2030-06-30"},
-    "domain": "stats.hub.example.edu",
-}
 OFFERED = [
     {"name": "python", "title": "Python", "image": "registry.example.edu/py:3.12"},
     {"name": "r", "title": "R & RStudio", "image": "registry.example.edu/r:4.4", "memory_per_user": "2Gi",
@@ -33,10 +24,7 @@ OFFERED = [
 ]
 
 
-def course(**changes):
-    data = copy.deepcopy(BASE)
-    data.update(changes)
-    return parse_course(data, today=None)
+course = stats_course
 
 
 def problems(**changes) -> list[tuple[str, str]]:

@@ -55,7 +55,7 @@ def test_site_wide_sections_default_without_a_file_and_sit_beside_the_openstack_
 
 def test_bad_ranges_name_the_field_and_the_fix():
     assert "198.18.0.1/24" in site_problems({"addresses": {"engine_bridge": "198.18.0.0/24"}})["addresses.engine_bridge"]
-    assert "not an IPv4 network" in site_problems({"addresses": {"swarm_pools": ["campus"]}})["addresses.swarm_pools"]
+    assert "not an IPv4 range" in site_problems({"addresses": {"swarm_pools": ["campus"]}})["addresses.swarm_pools"]
     message = site_problems({"addresses": {"engine_pools": ["198.19.0.0/17"]}})["addresses"]
     assert "overlaps" in message and "give each its own range" in message
     assert "smaller than one network" in site_problems({"addresses": {"swarm_pools": ["198.19.0.0/25"]}})["addresses"]

@@ -4,7 +4,6 @@ files, refused when it would land outside the folder), and which servers may wri
 from __future__ import annotations
 
 import asyncio
-import copy
 import io
 import os
 import tarfile
@@ -15,26 +14,15 @@ import pytest
 
 from hubfleet import shared_data
 from hubfleet.changes import compare
-from hubfleet.descriptor import parse_course
 from hubfleet.errors import InvalidInput
 from hubfleet.flavors import load_catalogue
 from hubfleet.sizing import plan_course
+from tests.support.descriptors import stats_course
 from tests.support.modules import ROOT
 
-BASE = {
-    "name": "stats-101",
-    "title": "Statistics",
-    "authenticator": {"kind": "shared-password", "password": "generate"},
-    "load": {"students": 40, "memory_per_user": "512Mi", "cpu_per_user": 0.5},
-    "dates": {"start": "2030-02-01", "end": "2030-06-30"},
-    "domain": "stats.hub.example.edu",
-}
 
 
-def course(**changes):
-    data = copy.deepcopy(BASE)
-    data.update(changes)
-    return parse_course(data, today=None)
+course = stats_course
 
 
 def members(packed: shared_data.Packed) -> dict[str, tuple]:
