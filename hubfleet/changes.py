@@ -234,9 +234,13 @@ def _environments(c: Context) -> str:
 
 
 def _egress(c: Context) -> str:
-    proxy = ("; pip, conda and apt use the proxy from each student's next server start" if c.new.egress == "package-index"
-             else "")
-    return f"every host's firewall changes at once, running servers included{proxy}"
+    effect = "every host's firewall changes at once, running servers included"
+    if c.new.egress == "package-index":
+        return effect + "; pip, conda and apt use the proxy from each student's next server start"
+    if c.old.egress == "package-index":
+        return effect + ("; a server started before keeps the proxy setting, which no longer answers, until its "
+                         "next start")
+    return effect
 
 
 def _shared_data(c: Context) -> str:

@@ -118,6 +118,16 @@ def _ws_url(http_url: str) -> str:
     return urlunsplit(("wss" if parts.scheme == "https" else "ws", parts.netloc, parts.path, parts.query, ""))
 
 
+def open_websocket(session: requests.Session, http_url: str, *, headers: dict | None = None,
+                   timeout: float = 60) -> websocket.WebSocket:
+    """A websocket to http_url (its ws:// or wss:// twin) as the session's browser opens it: its cookies, its trust."""
+    cookie = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
+    ws_headers = [f"{k}: {v}" for k, v in (headers or {}).items()] + ([f"Cookie: {cookie}"] if cookie else [])
+    sslopt = {"cert_reqs": 0} if session.verify is False else (
+        {"ca_certs": session.verify} if isinstance(session.verify, str) else {})
+    return websocket.create_connection(_ws_url(http_url), header=ws_headers, timeout=timeout, sslopt=sslopt)
+
+
 def execute(server_url: str, code: str, *, session: requests.Session, headers: dict | None = None,
             timeout: float = 60, kernel_id: str | None = None) -> ExecResult:
     """Run `code` in a kernel of the server at server_url (…/user/NAME) over the kernel websocket.
@@ -135,13 +145,9 @@ def execute(server_url: str, code: str, *, session: requests.Session, headers: d
         if response.status_code >= 400:
             raise HubUnavailable(f"starting a kernel answered {response.status_code}: {response.text[:200]}")
         kernel_id = response.json()["id"]
-    cookie = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
-    ws_headers = [f"{k}: {v}" for k, v in headers.items()] + ([f"Cookie: {cookie}"] if cookie else [])
-    sslopt = {"cert_reqs": 0} if session.verify is False else (
-        {"ca_certs": session.verify} if isinstance(session.verify, str) else {})
     try:
-        ws = websocket.create_connection(_ws_url(f"{server_url}/api/kernels/{kernel_id}/channels"),
-                                         header=ws_headers, timeout=timeout, sslopt=sslopt)
+        ws = open_websocket(session, f"{server_url}/api/kernels/{kernel_id}/channels", headers=headers,
+                            timeout=timeout)
         try:
             return _run_on_channel(ws, code, timeout)
         finally:

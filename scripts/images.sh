@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Build hubfleet's images on this machine, the slow parts side by side: the notebook image and the
-# baked host image (the stock image configured by playbooks/bake.yml) both start from the base
-# image, which is built once first. Each is cached by content: an unchanged recipe costs seconds.
+# Build hubfleet's images on this machine, the slow parts side by side: the notebook image (then the
+# desktop image on it) and the baked host image (the stock image configured by playbooks/bake.yml)
+# both start from the base image, which is built once first. Each is cached by content: an unchanged recipe costs seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[hubfleet] %s\n' "$*" >&2; }
@@ -10,7 +10,8 @@ build() { .venv/bin/python -c 'import sys; from hubfleet.providers.docker.images
 
 started=$(date +%s)
 build base
-build notebook &
+# The desktop environment's image (images/desktop) is the notebook image and a remote desktop.
+(build notebook && build desktop) &
 notebook=$!
 .venv/bin/hubfleet bake docker >/dev/null &
 bake=$!

@@ -18,18 +18,22 @@ import json
 import os
 import shlex
 import signal
+import struct
 import subprocess
 import tarfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
+import websocket
 import yaml
 
 from hubfleet import tls
 from hubfleet.providers.docker import acme_local
-from hubfleet.jupyter import HubClient, cookie_for, execute, login_with_password, start_own_server, stop_own_server
+from hubfleet.jupyter import (HubClient, cookie_for, execute, login_with_password, open_websocket, start_own_server,
+                              stop_own_server)
 from hubfleet.descriptor import load_course
 from hubfleet.site import TermSite
 from hubfleet.state import StateStore
@@ -272,7 +276,9 @@ def test_a_new_image_and_more_students_go_live_with_the_banner_and_her_work_is_k
     changed = {**{k: v for k, v in term["data"].items() if k != "image"},
                "environments": [{"name": "python", "title": "Python, this week's", "image": image},
                                 {"name": "lean", "title": "Lean <small> & quick", "image": first,
-                                 "memory_per_user": "256Mi", "cpu_per_user": 0.25}],
+                                 "memory_per_user": "256Mi", "cpu_per_user": 0.25},
+                                {"name": "desktop", "title": "A Linux desktop", "image": DESKTOP,
+                                 "memory_per_user": "1Gi"}],
                "load": {**term["data"]["load"], "students": 40}, "image_switch_at": switch.isoformat()}
     term["path"].write_text(yaml.safe_dump(changed))
     applied = reconcile(env, term, moments.notice_at + dt.timedelta(hours=1))
@@ -299,6 +305,7 @@ def test_a_new_image_and_more_students_go_live_with_the_banner_and_her_work_is_k
     assert execute(server, "print(open('/home/jovyan/essay.md').read())", session=bob).output == "# bob, week 1\n\n"
     stop_own_server(bob, url, "bob")
     choose_the_lean_environment(url, password, image, first)
+    a_desktop_behind_the_hub(url, password)
 
     # In the grace, nobody on the hub and its first backup due for days: backed up, his essay in it.
     grace = reconcile(env, term, moments.end_at + dt.timedelta(hours=1))
@@ -315,15 +322,15 @@ def test_a_new_image_and_more_students_go_live_with_the_banner_and_her_work_is_k
 def choose_the_lean_environment(url: str, password: str, image: str, first: str) -> None:
     """Both images on the host; the spawn page offers both, refuses a name it does not offer, and the second,
     chosen, runs its image with its own limits."""
-    for offered in (image, first):
+    for offered in (image, first, DESKTOP):
         assert subprocess.run(["docker", "exec", f"{SECOND}-hub", "docker", "image", "inspect", offered],
                               capture_output=True).returncode == 0, f"{offered} is not on the host"
     alice = login_with_password(url, "alice", password)
     page = alice.get(f"{url}/hub/spawn/alice", timeout=30)
-    assert page.status_code == 200 and page.text.count('name="environment"') == 2, page.text[:2000]
+    assert page.status_code == 200 and page.text.count('name="environment"') == 3, page.text[:2000]
     assert "Lean &lt;small&gt; &amp; quick" in page.text and "<small> &" not in page.text
     refused = alice.get(f"{url}/hub/spawn/alice?environment=matlab", timeout=30)
-    assert "is not offered in this course" in refused.text and "python, lean" in refused.text
+    assert "is not offered in this course" in refused.text and "python, lean, desktop" in refused.text
     assert alice.get(f"{url}/hub/api/users/alice", timeout=30).json().get("servers") in ({}, None)
     xsrf = cookie_for(alice, "_xsrf", "/hub/spawn/alice")
     posted = alice.post(f"{url}/hub/spawn/alice", data={"environment": "lean", "_xsrf": xsrf or ""}, timeout=60,
@@ -343,6 +350,61 @@ def choose_the_lean_environment(url: str, password: str, image: str, first: str)
     assert execute(f"{url}/user/carol", "import os; print(os.environ['JUPYTER_IMAGE_SPEC'])",
                    session=carol).output.strip() == first
     stop_own_server(carol, url, "carol")
+
+
+DESKTOP = "hubfleet/desktop:latest"  # images/desktop, built by scripts/images.sh
+
+
+def rfb_screen(ws) -> tuple[int, int, str]:
+    """The VNC server's screen over the websocket: RFB 3.8 with security None (docs/web-apps.md), then
+    ServerInit's width, height and desktop name."""
+    buffer = b""
+
+    def read(count: int) -> bytes:
+        nonlocal buffer
+        while len(buffer) < count:
+            buffer += ws.recv()
+        chunk, buffer = buffer[:count], buffer[count:]
+        return chunk
+
+    assert read(12) == b"RFB 003.008\n"
+    ws.send_binary(b"RFB 003.008\n")
+    offered = read(read(1)[0])
+    assert 1 in offered, f"security types {list(offered)}: the hub is the desktop's only lock"
+    ws.send_binary(bytes([1]))
+    assert struct.unpack(">I", read(4))[0] == 0, "security result"
+    ws.send_binary(bytes([1]))  # ClientInit: share the desktop
+    width, height = struct.unpack(">HH", read(4))
+    read(16)  # pixel format
+    name = read(struct.unpack(">I", read(4))[0]).decode()
+    return width, height, name
+
+
+def a_desktop_behind_the_hub(url: str, password: str) -> None:
+    """The desktop environment (images/desktop): Dora picks it as an LTI link would; its noVNC page and the VNC
+    server behind it answer her through the hub; nobody logged out, nor Alice, reaches it."""
+    dora = login_with_password(url, "dora", password)
+    assert dora.get(f"{url}/hub/spawn?environment=desktop", timeout=60).status_code == 200
+    start_own_server(dora, url, "dora")
+    page = dora.get(f"{url}/user/dora/desktop/", timeout=60)
+    assert page.status_code == 200 and "<title>Jupyter Remote Desktop Proxy</title>" in page.text, page.text[:300]
+    ws = open_websocket(dora, f"{url}/user/dora/desktop-websockify/", timeout=60)
+    try:
+        width, height, name = rfb_screen(ws)
+    finally:
+        ws.close()
+    assert (width, height) == (1680, 1050) and "(jovyan)" in name, (width, height, name)
+    stranger = requests.Session()
+    stranger.verify = dora.verify
+    away = stranger.get(f"{url}/user/dora/desktop/", timeout=60)
+    assert urlsplit(away.url).path == "/hub/login" and "Jupyter Remote Desktop Proxy" not in away.text, away.url
+    with pytest.raises(websocket.WebSocketBadStatusException):
+        open_websocket(stranger, f"{url}/user/dora/desktop-websockify/", timeout=30)
+    alice = login_with_password(url, "alice", password)
+    other = alice.get(f"{url}/user/dora/desktop/", timeout=60)
+    assert other.status_code in (403, 404) and "Jupyter Remote Desktop Proxy" not in other.text, other.status_code
+    stop_own_server(dora, url, "dora")
+    print(f"desktop through the hub: {width}x{height} {name!r}")
 
 
 def test_a_host_that_vanished_with_its_disks_is_made_again_with_the_students_files(env, term):
@@ -569,8 +631,15 @@ def test_a_changed_source_reaches_the_shared_folder_and_the_teachers_note_stays(
 def test_open_reaches_the_world_but_never_other_students_the_hosts_the_metadata_or_the_operator(
         env, course, workshop_peers, reach):
     change_egress(env, course, "open")
+    # Her server started under package-index: its proxy setting no longer answers (plan --diff says so) until
+    # its next start; the firewall already lets her through.
     found = probe(course, workshop_peers, reach)
     assert found["index"] == "open" and found["elsewhere"] == "open"
+    assert found["proxy-variable"] and found["pip"] != 0
+    stop_own_server(reach["alice"], course["url"], "alice")
+    start_own_server(reach["alice"], course["url"], "alice")
+    found = probe(course, workshop_peers, reach)
+    assert found["index"] == "open" and found["elsewhere"] == "open" and found["proxy-variable"] == ""
     assert found["pip"] == 0, found["pip-said"]
     assert found["hub api"] == "open"
     never = {name: found[name] for name in NEVER}

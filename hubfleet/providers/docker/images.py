@@ -1,9 +1,10 @@
 """hubfleet's container images, built on this machine and cached by content.
 
-Four images: `hubfleet/base` (a debootstrapped Debian 12), `hubfleet/stock` (a stock Debian 12
+Five images: `hubfleet/base` (a debootstrapped Debian 12), `hubfleet/stock` (a stock Debian 12
 "VM": systemd, sshd, python3, cloud-init, nothing else), `hubfleet/host` (stock baked by the
-roles' install steps, `playbooks/bake.yml`) and `hubfleet/notebook` (the students' single-user
-server). Each tag is a short hash of everything that goes into the image, so an unchanged recipe
+roles' install steps, `playbooks/bake.yml`), `hubfleet/notebook` (the students' single-user
+server) and `hubfleet/desktop` (the notebook and a remote desktop behind the hub, an environment
+a course may offer). Each tag is a short hash of everything that goes into the image, so an unchanged recipe
 is a single `docker image inspect` and never a rebuild.
 """
 
@@ -37,6 +38,7 @@ BASE_REPO = "hubfleet/base"
 STOCK_REPO = "hubfleet/stock"
 HOST_REPO = "hubfleet/host"
 NOTEBOOK_REPO = "hubfleet/notebook"
+DESKTOP_REPO = "hubfleet/desktop"
 LATEST = "latest"
 TAG_LENGTH = 12
 LOG_TAIL_LINES = 30
@@ -137,6 +139,10 @@ def host_recipe() -> Recipe:
 
 def notebook_recipe() -> Recipe:
     return Recipe(NOTEBOOK_REPO, files_under(IMAGES_DIR / "notebook"), {"parent": base_recipe().ref})
+
+
+def desktop_recipe() -> Recipe:
+    return Recipe(DESKTOP_REPO, files_under(IMAGES_DIR / "desktop"), {"parent": notebook_recipe().ref})
 
 
 def notebook_image_ref() -> str:
@@ -406,15 +412,25 @@ def ensure_notebook_image(progress: Progress) -> str:
     return _ensure_child(notebook_recipe(), progress)
 
 
+def ensure_desktop_image(progress: Progress) -> str:
+    """hubfleet/desktop:<content tag>: the notebook image with a remote desktop behind the hub (images/desktop)."""
+    def build(recipe: Recipe, progress: Progress) -> None:
+        ensure_notebook_image(progress)
+        _build_dockerfile_image(recipe, progress)
+
+    return _ensure(desktop_recipe(), build, progress)
+
+
 def remove_stale_images(progress: Progress) -> list[str]:
     """Untag hubfleet images whose content tag is no longer current; images a container uses are kept."""
-    current = {base_recipe().ref, stock_recipe().ref, host_recipe().ref, notebook_recipe().ref}
+    current = {base_recipe().ref, stock_recipe().ref, host_recipe().ref, notebook_recipe().ref, desktop_recipe().ref}
     listed = run_docker(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}",
                          "--filter", "reference=hubfleet/*"]).stdout.split()
     removed = []
     for ref in listed:
         repo, _, tag = ref.partition(":")
-        if repo not in (BASE_REPO, STOCK_REPO, HOST_REPO, NOTEBOOK_REPO) or tag == LATEST or ref in current:
+        if repo not in (BASE_REPO, STOCK_REPO, HOST_REPO, NOTEBOOK_REPO, DESKTOP_REPO) or tag == LATEST \
+                or ref in current:
             continue
         # Without --force, docker refuses to remove an image that any container (even stopped) uses.
         if run_docker(["image", "rm", ref], check=False).returncode == 0:
@@ -424,8 +440,9 @@ def remove_stale_images(progress: Progress) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    """Build one image now: base, stock or notebook (scripts/images.sh)."""
-    builders = {"base": ensure_base_image, "stock": ensure_stock_image, "notebook": ensure_notebook_image}
+    """Build one image now: base, stock, notebook or desktop (scripts/images.sh)."""
+    builders = {"base": ensure_base_image, "stock": ensure_stock_image, "notebook": ensure_notebook_image,
+                "desktop": ensure_desktop_image}
     if len(argv) != 1 or argv[0] not in builders:
         print(f"usage: main([{'|'.join(builders)}])", file=sys.stderr)
         return 2
