@@ -185,7 +185,7 @@ def term(env, tmp_path_factory):
     directory = tmp_path_factory.mktemp("courses")
     data = yaml.safe_load((EXAMPLES / "workshop.yaml").read_text())
     data.update(name=SECOND, domain=f"{SECOND}.hub.localhost", dates={"start": future(30), "end": future(40)},
-                contacts=CONTACTS)
+                contacts=CONTACTS, egress="open")  # the third egress mode (the workshop has the other two)
     path = directory / f"{SECOND}.yaml"
     path.write_text(yaml.safe_dump(data))
     site = Path(env["HUBFLEET_STATE_DIR"]) / "site.yaml"
@@ -256,13 +256,15 @@ def test_reconcile_makes_the_second_course_warm_before_its_start_even_killed_hal
     assert json.loads(hubfleet(env, "credentials", SECOND, "--json").stdout)["shared-password"] not in body(ready)
 
 
-def test_a_new_image_and_more_students_go_live_with_the_banner_and_her_work_is_kept(env, course, term):
+def test_a_new_image_and_more_students_go_live_with_the_banner_and_her_work_is_kept(env, course, term,
+                                                                                     workshop_peers):
     moments, store = term["term"], StateStore(Path(env["HUBFLEET_STATE_DIR"]))
     url = store.get(SECOND).outputs["url"]
     password = json.loads(hubfleet(env, "credentials", SECOND, "--json").stdout)["shared-password"]
     bob = login_with_password(url, "bob", password)
     start_own_server(bob, url, "bob")
     server = f"{url}/user/bob"
+    open_egress_holds(store, url, bob, workshop_peers)
     wrote = execute(server, "open('/home/jovyan/essay.md', 'w').write('# bob, week 1\\n'); print('ok')", session=bob)
     assert wrote.output.strip() == "ok", wrote.error
 
@@ -276,9 +278,7 @@ def test_a_new_image_and_more_students_go_live_with_the_banner_and_her_work_is_k
     changed = {**{k: v for k, v in term["data"].items() if k != "image"},
                "environments": [{"name": "python", "title": "Python, this week's", "image": image},
                                 {"name": "lean", "title": "Lean <small> & quick", "image": first,
-                                 "memory_per_user": "256Mi", "cpu_per_user": 0.25},
-                                {"name": "desktop", "title": "A Linux desktop", "image": DESKTOP,
-                                 "memory_per_user": "1Gi"}],
+                                 "memory_per_user": "256Mi", "cpu_per_user": 0.25}],
                "load": {**term["data"]["load"], "students": 40}, "image_switch_at": switch.isoformat()}
     term["path"].write_text(yaml.safe_dump(changed))
     applied = reconcile(env, term, moments.notice_at + dt.timedelta(hours=1))
@@ -305,7 +305,6 @@ def test_a_new_image_and_more_students_go_live_with_the_banner_and_her_work_is_k
     assert execute(server, "print(open('/home/jovyan/essay.md').read())", session=bob).output == "# bob, week 1\n\n"
     stop_own_server(bob, url, "bob")
     choose_the_lean_environment(url, password, image, first)
-    a_desktop_behind_the_hub(url, password)
 
     # In the grace, nobody on the hub and its first backup due for days: backed up, his essay in it.
     grace = reconcile(env, term, moments.end_at + dt.timedelta(hours=1))
@@ -319,18 +318,38 @@ def test_a_new_image_and_more_students_go_live_with_the_banner_and_her_work_is_k
     assert f"{SECOND} [grace] keep: healthy, students told to download their work" in again.stdout, again.stdout
 
 
+def open_egress_holds(store, url: str, bob, peers) -> None:
+    """The second course is `egress: open` from its start: from Bob's kernel the internet servers answer and pip
+    installs directly (his server has no proxy setting); the operator's range, the metadata address and the
+    host's own services never answer (another student's server: the workshop's modes, the same rule first)."""
+    host = f"{SECOND}-hub"
+    egress_peers.connect(peers, host)
+    private = next(h for h in store.get(SECOND).hosts if h["role"] == "hub")["private_address"]
+    targets = {"host ssh": (private, 22), "host https": (private, 443), "bridge ssh": ("198.18.0.1", 22),
+               "hub api": (private, 8081)}
+    ran = execute(f"{url}/user/bob", egress_peers.probe_code(peers, targets, "open"), session=bob, timeout=300)
+    assert ran.status == "ok", ran.error
+    found = json.loads(ran.output)
+    assert found["index"] == "open" and found["elsewhere"] == "open" and found["proxy-variable"] == ""
+    assert found["pip"] == 0 and found["probe"] == egress_peers.ANSWER, found["pip-said"]
+    assert found["hub api"] == "open"
+    never = {name: found[name] for name in ("operator", "metadata", "host ssh", "host https", "bridge ssh")}
+    assert all(state != "open" for state in never.values()), never
+    print(f"open: {never}")
+
+
 def choose_the_lean_environment(url: str, password: str, image: str, first: str) -> None:
     """Both images on the host; the spawn page offers both, refuses a name it does not offer, and the second,
     chosen, runs its image with its own limits."""
-    for offered in (image, first, DESKTOP):
+    for offered in (image, first):
         assert subprocess.run(["docker", "exec", f"{SECOND}-hub", "docker", "image", "inspect", offered],
                               capture_output=True).returncode == 0, f"{offered} is not on the host"
     alice = login_with_password(url, "alice", password)
     page = alice.get(f"{url}/hub/spawn/alice", timeout=30)
-    assert page.status_code == 200 and page.text.count('name="environment"') == 3, page.text[:2000]
+    assert page.status_code == 200 and page.text.count('name="environment"') == 2, page.text[:2000]
     assert "Lean &lt;small&gt; &amp; quick" in page.text and "<small> &" not in page.text
     refused = alice.get(f"{url}/hub/spawn/alice?environment=matlab", timeout=30)
-    assert "is not offered in this course" in refused.text and "python, lean, desktop" in refused.text
+    assert "is not offered in this course" in refused.text and "python, lean" in refused.text
     assert alice.get(f"{url}/hub/api/users/alice", timeout=30).json().get("servers") in ({}, None)
     xsrf = cookie_for(alice, "_xsrf", "/hub/spawn/alice")
     posted = alice.post(f"{url}/hub/spawn/alice", data={"environment": "lean", "_xsrf": xsrf or ""}, timeout=60,
@@ -573,10 +592,10 @@ def probe(course, peers, reach) -> dict:
 NEVER = ("operator", "metadata", "kim's server", "kim's published port", "host ssh", "host https", "bridge ssh")
 
 
-def change_egress(env, course, mode: str) -> None:
+def change_egress(env, course, mode: str, **more) -> None:
     data = yaml.safe_load(course["path"].read_text())
     was = data.get("egress", "package-index")
-    data["egress"] = mode
+    data.update(egress=mode, **more)
     course["path"].write_text(yaml.safe_dump(data))
     diff = hubfleet(env, "plan", str(course["path"]), "--diff").stdout
     assert f"egress: {was} → {mode}" in diff and "firewall changes at once" in diff, diff
@@ -609,7 +628,11 @@ def test_none_refuses_the_index_too_at_once_for_the_running_server(env, course, 
     # The shared folder's source changes too: the same create fills it again (the next test looks).
     (course["shared"] / "week 2.md").write_text("# Week 2\n")
     (course["shared"] / "week 1" / "data.csv").write_text("x,y\n1,2\n3,4\n")
-    change_egress(env, course, "none")
+    # And the desktop is offered beside the course's image (its test follows).
+    image = yaml.safe_load(course["path"].read_text())["image"]
+    change_egress(env, course, "none", environments=[
+        {"name": "python", "title": "Python", "image": image},
+        {"name": "desktop", "title": "A Linux desktop", "image": DESKTOP, "memory_per_user": "1Gi"}])
     assert on_hub_host("docker ps -q --filter name=jupyter-alice.") == alice_before, "her server kept running"
     found = probe(course, workshop_peers, reach)
     assert found["proxy-variable"] == "http://198.18.0.1:3128", "the same server, started before the change"
@@ -620,6 +643,10 @@ def test_none_refuses_the_index_too_at_once_for_the_running_server(env, course, 
     assert on_hub_host("systemctl is-active tinyproxy || true") == "inactive"
 
 
+def test_the_desktop_answers_through_the_hub_and_not_without_a_login(course):
+    a_desktop_behind_the_hub(course["url"], course["creds"]["shared-password"])
+
+
 def test_a_changed_source_reaches_the_shared_folder_and_the_teachers_note_stays(course):
     """Between the last two creates (egress none) the folder's source gained a file and changed one: the
     create filled the folder again from it; what the teacher wrote there is still there."""
@@ -628,29 +655,10 @@ def test_a_changed_source_reaches_the_shared_folder_and_the_teachers_note_stays(
     assert seen["from the teacher.md"] == "Exercise 2 is online\n" and seen["ünïcode ✓/read me.md"] == "# Bienvenue\n"
 
 
-def test_open_reaches_the_world_but_never_other_students_the_hosts_the_metadata_or_the_operator(
-        env, course, workshop_peers, reach):
-    change_egress(env, course, "open")
-    # Her server started under package-index: its proxy setting no longer answers (plan --diff says so) until
-    # its next start; the firewall already lets her through.
-    found = probe(course, workshop_peers, reach)
-    assert found["index"] == "open" and found["elsewhere"] == "open"
-    assert found["proxy-variable"] and found["pip"] != 0
-    stop_own_server(reach["alice"], course["url"], "alice")
-    start_own_server(reach["alice"], course["url"], "alice")
-    found = probe(course, workshop_peers, reach)
-    assert found["index"] == "open" and found["elsewhere"] == "open" and found["proxy-variable"] == ""
-    assert found["pip"] == 0, found["pip-said"]
-    assert found["hub api"] == "open"
-    never = {name: found[name] for name in NEVER}
-    assert all(state != "open" for state in never.values()), never
-    print(f"open: {never}")
-
-
 def test_the_rules_come_back_after_a_docker_restart_and_a_reboot_of_the_host(env, course, workshop_peers):
     """A restart of the engine and a reboot of the host both find the rules in place before any container
-    runs: a fresh container on the hub host's bridge still cannot reach the operator's range or the metadata
-    address (the course is `open` now: the world outside answers it)."""
+    runs: a fresh container on the hub host's bridge reaches none of the servers the host itself reaches (the
+    course is `none` now)."""
     check = ("import json, socket\nfound = {}\nfor name, address in %r.items():\n"
              "    s = socket.socket(); s.settimeout(5)\n"
              "    found[name] = s.connect_ex((address, %d)) == 0\n    s.close()\nprint(json.dumps(found))"
@@ -660,7 +668,7 @@ def test_the_rules_come_back_after_a_docker_restart_and_a_reboot_of_the_host(env
         image = on_hub_host("docker image ls --format '{{.Repository}}:{{.Tag}}' hubfleet/notebook | head -1")
         return json.loads(on_hub_host(f"docker run --rm --entrypoint python3 {image} -c {shlex.quote(check)}"))
 
-    expected = {"index": True, "elsewhere": True, "operator": False, "metadata": False}
+    expected = {"index": False, "elsewhere": False, "operator": False, "metadata": False}
     assert from_a_fresh_container() == expected
     # What a reboot leaves: no rules at all. The engine's restart applies them again before it starts.
     on_hub_host("iptables -D DOCKER-USER -i docker0 -j HUBFLEET-EGRESS; iptables -D INPUT -i docker0 -j "

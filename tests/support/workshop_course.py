@@ -74,7 +74,7 @@ def workshop_peers(workshop_env, tmp_path_factory):
         egress_peers.start(peers, tmp_path_factory.mktemp("egress-peers"))
         yield peers
     finally:
-        egress_peers.stop(peers, [HUB])
+        egress_peers.stop(peers, [HUB, f"{SECOND}-hub"])
 
 
 @pytest.fixture(scope="session")
