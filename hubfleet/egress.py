@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from hubfleet.providers.base import Host
 
 Mode = Literal["open", "package-index", "none"]
-MODES: tuple[str, ...] = ("open", "package-index", "none")
+MODES: tuple[str, ...] = get_args(Mode)
 DEFAULT_MODE: Mode = "package-index"
 
 # The link-local address every cloud answers instance metadata (and user data, keys) on: never reachable.

@@ -10,7 +10,6 @@ link out of the folder is refused, and so is a source larger than the limits bel
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import os
 import stat
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, BinaryIO, Iterator
 
+from hubfleet.archive import sha256_file
 from hubfleet.errors import FieldProblem, InvalidInput
 
 if TYPE_CHECKING:
@@ -82,11 +82,7 @@ def pack(course: "Course", cache: Path) -> Packed | None:
         partial.unlink(missing_ok=True)
         raise
     os.replace(partial, target)
-    digest = hashlib.sha256()
-    with open(target, "rb") as handle:
-        for chunk in iter(lambda: handle.read(2**20), b""):
-            digest.update(chunk)
-    return Packed(target, digest.hexdigest(), files, size)
+    return Packed(target, sha256_file(target), files, size)
 
 
 def _refused(message: str) -> InvalidInput:
@@ -100,18 +96,20 @@ def _directory_entries(root: Path) -> Iterator[tuple[tarfile.TarInfo, BinaryIO |
         for name in sorted([*dirs, *names]):
             path = here / name
             relative = path.relative_to(root).as_posix()
-            mode = os.lstat(path).st_mode
+            found = os.lstat(path)
+            mode = found.st_mode
             info = tarfile.TarInfo(relative)
-            info.mtime = int(os.lstat(path).st_mtime)
+            info.mtime = int(found.st_mtime)
             if stat.S_ISLNK(mode):
-                _check_link(relative, os.readlink(path))
-                info.type, info.linkname, info.mode = tarfile.SYMTYPE, os.readlink(path), 0o777
+                target = os.readlink(path)
+                _check_link(relative, target)
+                info.type, info.linkname, info.mode = tarfile.SYMTYPE, target, 0o777
                 yield info, None
             elif stat.S_ISDIR(mode):
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
                 yield info, None
             elif stat.S_ISREG(mode):
-                info.size, info.mode = os.lstat(path).st_size, 0o755 if mode & 0o111 else 0o644
+                info.size, info.mode = found.st_size, 0o755 if mode & 0o111 else 0o644
                 yield info, open(path, "rb")
             else:
                 raise _refused(f"{path} is neither a file, a folder nor a link — remove it from the source")
